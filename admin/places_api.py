@@ -1,0 +1,174 @@
+"""Admin REST API for places, fences and GeoJSON import/export. Thin: parse, authorise, call a service."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request, status
+from fastapi.responses import Response
+
+from geofences.domain import BBox
+from geofences.geojson_io import features_to_places, places_to_feature_collection
+from geofences.schemas import (
+    ImportSummary,
+    PlaceIn,
+    PlaceOut,
+    PlacePage,
+    PlacePatch,
+    fences_to_specs,
+    place_in_to_spec,
+)
+from infra.deps import PrincipalDep, SettingsDep, UowDep
+from services import places as place_service
+from services.errors import Problem, ValidationFailed
+from services.models import Role
+
+router = APIRouter(prefix="/admin/v1", tags=["admin: places"])
+
+
+def _fences_changed(request: Request) -> Any:
+    return request.app.state.fences_changed
+
+
+def parse_bbox(bbox: str | None) -> BBox | None:
+    if bbox is None:
+        return None
+    parts = bbox.split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise ValidationFailed(
+            "bad bbox", [Problem("bbox", "expected four finite numbers: minLon,minLat,maxLon,maxLat")]
+        )
+    min_lon, min_lat, max_lon, max_lat = values
+    if not (-180 <= min_lon <= max_lon <= 180 and -90 <= min_lat <= max_lat <= 90):
+        raise ValidationFailed(
+            "bad bbox", [Problem("bbox", "out of range or min > max (order: minLon,minLat,maxLon,maxLat)")]
+        )
+    return BBox(min_lon, min_lat, max_lon, max_lat)
+
+
+@router.post("/places", status_code=status.HTTP_201_CREATED, response_model=PlaceOut)
+async def create_place(
+    body: PlaceIn, principal: PrincipalDep, uow: UowDep, settings: SettingsDep, request: Request
+) -> PlaceOut:
+    principal.require(Role.editor)
+    spec = place_in_to_spec(body, settings.geometry_limits)
+    record = await place_service.create_place(
+        uow,
+        organisation_id=principal.organisation_id,
+        actor=principal.actor,
+        spec=spec,
+        fences_changed=_fences_changed(request),
+    )
+    return PlaceOut.from_record(record)
+
+
+@router.get("/places", response_model=PlacePage)
+async def list_places(
+    principal: PrincipalDep,
+    uow: UowDep,
+    settings: SettingsDep,
+    bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat")] = None,
+    kind: Annotated[str | None, Query(max_length=80)] = None,
+    q: Annotated[str | None, Query(max_length=200, description="name contains")] = None,
+    cursor: Annotated[int | None, Query(ge=0, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> PlacePage:
+    records, next_cursor = await place_service.list_places(
+        uow,
+        organisation_id=principal.organisation_id,
+        bbox=parse_bbox(bbox),
+        kind=kind,
+        query=q,
+        after_id=cursor,
+        limit=min(limit, settings.page_size_max),
+    )
+    return PlacePage(items=[PlaceOut.from_record(r) for r in records], next_cursor=next_cursor)
+
+
+@router.get("/places/{place_id}", response_model=PlaceOut)
+async def get_place(place_id: int, principal: PrincipalDep, uow: UowDep) -> PlaceOut:
+    record = await place_service.get_place(uow, organisation_id=principal.organisation_id, place_id=place_id)
+    return PlaceOut.from_record(record)
+
+
+@router.patch("/places/{place_id}", response_model=PlaceOut)
+async def update_place(
+    place_id: int,
+    body: PlacePatch,
+    principal: PrincipalDep,
+    uow: UowDep,
+    settings: SettingsDep,
+    request: Request,
+) -> PlaceOut:
+    principal.require(Role.editor)
+    changes = body.model_dump(exclude_unset=True, exclude={"fences"})
+    for required in ("name", "kind", "timezone", "properties"):
+        if required in changes and changes[required] is None:
+            raise ValidationFailed("null not allowed", [Problem(required, "may not be null")])
+    fences = fences_to_specs(body.fences, settings.geometry_limits) if body.fences is not None else None
+    record = await place_service.update_place(
+        uow,
+        organisation_id=principal.organisation_id,
+        actor=principal.actor,
+        place_id=place_id,
+        changes=changes,
+        fences=fences,
+        fences_changed=_fences_changed(request),
+    )
+    return PlaceOut.from_record(record)
+
+
+@router.delete("/places/{place_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_place(place_id: int, principal: PrincipalDep, uow: UowDep, request: Request) -> Response:
+    principal.require(Role.editor)
+    await place_service.delete_place(
+        uow,
+        organisation_id=principal.organisation_id,
+        actor=principal.actor,
+        place_id=place_id,
+        fences_changed=_fences_changed(request),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/import/geojson", response_model=ImportSummary)
+async def import_geojson(
+    principal: PrincipalDep,
+    uow: UowDep,
+    settings: SettingsDep,
+    request: Request,
+    body: Annotated[Any, Body(description="A GeoJSON FeatureCollection of places")],
+) -> ImportSummary:
+    """Create or update places by `external_ref` (or feature id); refused features come back with reasons."""
+    principal.require(Role.editor)
+    specs, refused = features_to_places(body, settings.geometry_limits)
+    created, updated = await place_service.upsert_places(
+        uow,
+        organisation_id=principal.organisation_id,
+        actor=principal.actor,
+        specs=specs,
+        fences_changed=_fences_changed(request),
+    )
+    return ImportSummary(
+        created=created,
+        updated=updated,
+        refused=[
+            {
+                "index": r.index,
+                "external_ref": r.external_ref,
+                "problems": [Problem(p.field, p.reason, p.code, p.point).as_dict() for p in r.problems],
+            }
+            for r in refused
+        ],
+    )
+
+
+@router.get("/export/geojson")
+async def export_geojson(principal: PrincipalDep, uow: UowDep) -> dict[str, Any]:
+    records = await place_service.all_places(uow, organisation_id=principal.organisation_id)
+    return places_to_feature_collection((r.id, r.spec) for r in records)

@@ -1,0 +1,216 @@
+"""All SQL for places and fences. Geometry converts between shapely and PostGIS here only."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from geoalchemy2.shape import from_shape, to_shape
+from shapely import from_wkb
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from geofences.domain import BBox, FenceSpec, PlaceRecord, PlaceSpec
+from geofences.models import Geofence, Place
+
+PLACE_FIELDS = (
+    "name",
+    "kind",
+    "address",
+    "timezone",
+    "opening_hours",
+    "external_ref",
+    "approach_m",
+    "properties",
+)
+
+
+def _place_values(spec: PlaceSpec) -> dict[str, Any]:
+    return {name: getattr(spec, name) for name in PLACE_FIELDS}
+
+
+def _fence_row(organisation_id: int, place_id: int, fence: FenceSpec) -> dict[str, Any]:
+    return {
+        "organisation_id": organisation_id,
+        "place_id": place_id,
+        "kind": fence.kind,
+        "geom": from_shape(fence.geometry, srid=4326),
+        "radius_m": fence.radius_m if fence.kind == "circle" else None,
+    }
+
+
+class PlaceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, organisation_id: int, spec: PlaceSpec) -> int:
+        place_id: int = (
+            await self.session.execute(
+                insert(Place)
+                .values(organisation_id=organisation_id, **_place_values(spec))
+                .returning(Place.id)
+            )
+        ).scalar_one()
+        await self._insert_fences(organisation_id, place_id, spec.fences)
+        return place_id
+
+    async def _insert_fences(
+        self, organisation_id: int, place_id: int, fences: Sequence[FenceSpec]
+    ) -> list[int]:
+        if not fences:
+            return []
+        rows = [_fence_row(organisation_id, place_id, fence) for fence in fences]
+        result = await self.session.execute(insert(Geofence).returning(Geofence.id), rows)
+        return list(result.scalars())
+
+    async def find_by_external_ref(self, organisation_id: int, external_ref: str) -> int | None:
+        return (
+            await self.session.execute(
+                select(Place.id).where(
+                    Place.organisation_id == organisation_id, Place.external_ref == external_ref
+                )
+            )
+        ).scalar_one_or_none()
+
+    async def update(self, organisation_id: int, place_id: int, values: dict[str, Any]) -> bool:
+        if not values:
+            return await self.exists(organisation_id, place_id)
+        result = await self.session.execute(
+            update(Place)
+            .where(Place.id == place_id, Place.organisation_id == organisation_id)
+            .values(**values, updated_at=func.now())
+            .returning(Place.id)
+        )
+        return result.scalar_one_or_none() is not None
+
+    async def replace_fences(
+        self, organisation_id: int, place_id: int, fences: Sequence[FenceSpec]
+    ) -> list[int]:
+        await self.session.execute(delete(Geofence).where(Geofence.place_id == place_id))
+        return await self._insert_fences(organisation_id, place_id, fences)
+
+    async def exists(self, organisation_id: int, place_id: int) -> bool:
+        found = await self.session.execute(
+            select(Place.id).where(Place.id == place_id, Place.organisation_id == organisation_id)
+        )
+        return found.scalar_one_or_none() is not None
+
+    async def delete(self, organisation_id: int, place_id: int) -> bool:
+        result = await self.session.execute(
+            delete(Place)
+            .where(Place.id == place_id, Place.organisation_id == organisation_id)
+            .returning(Place.id)
+        )
+        return result.scalar_one_or_none() is not None
+
+    async def get(self, organisation_id: int, place_id: int) -> PlaceRecord | None:
+        records = await self._load(
+            select(Place).where(Place.id == place_id, Place.organisation_id == organisation_id)
+        )
+        return records[0] if records else None
+
+    async def search(
+        self,
+        organisation_id: int,
+        *,
+        bbox: BBox | None = None,
+        kind: str | None = None,
+        query: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[PlaceRecord]:
+        stmt = select(Place).where(Place.organisation_id == organisation_id)
+        if kind:
+            stmt = stmt.where(Place.kind == kind)
+        if query:
+            stmt = stmt.where(Place.name.ilike(f"%{query}%"))
+        if after_id is not None:
+            stmt = stmt.where(Place.id > after_id)
+        if bbox is not None:
+            envelope = func.ST_MakeEnvelope(bbox.min_lon, bbox.min_lat, bbox.max_lon, bbox.max_lat, 4326)
+            touching = select(Geofence.place_id).where(
+                Geofence.organisation_id == organisation_id,
+                or_(
+                    func.ST_Intersects(Geofence.geom, envelope),
+                    and_(
+                        Geofence.kind == "circle",
+                        func.ST_DWithin(
+                            func.Geography(Geofence.geom), func.Geography(envelope), Geofence.radius_m
+                        ),
+                    ),
+                ),
+            )
+            stmt = stmt.where(Place.id.in_(touching))
+        return await self._load(stmt.order_by(Place.id).limit(limit))
+
+    async def _load(self, stmt: Any) -> list[PlaceRecord]:
+        places = list((await self.session.execute(stmt)).scalars())
+        if not places:
+            return []
+        fences: dict[int, list[Geofence]] = defaultdict(list)
+        rows = await self.session.execute(
+            select(Geofence).where(Geofence.place_id.in_([p.id for p in places])).order_by(Geofence.id)
+        )
+        for fence in rows.scalars():
+            fences[fence.place_id].append(fence)
+        return [self._record(place, fences[place.id]) for place in places]
+
+    @staticmethod
+    def _record(place: Place, fences: list[Geofence]) -> PlaceRecord:
+        spec = PlaceSpec(
+            name=place.name,
+            kind=place.kind,
+            address=place.address,
+            timezone=place.timezone,
+            opening_hours=place.opening_hours,
+            external_ref=place.external_ref,
+            approach_m=place.approach_m,
+            properties=dict(place.properties or {}),
+            fences=[
+                FenceSpec(
+                    kind="circle" if f.kind == "circle" else "polygon",
+                    geometry=to_shape(f.geom),
+                    radius_m=f.radius_m,
+                )
+                for f in fences
+            ],
+        )
+        return PlaceRecord(
+            id=place.id, organisation_id=place.organisation_id, spec=spec, fence_ids=[f.id for f in fences]
+        )
+
+    async def count(self, organisation_id: int) -> int:
+        return (
+            await self.session.execute(
+                select(func.count(Place.id)).where(Place.organisation_id == organisation_id)
+            )
+        ).scalar_one()
+
+    async def fences_for_index(self, organisation_id: int) -> list[tuple[int, int, FenceSpec, float | None]]:
+        """Every fence of the organisation with its place's approach distance, for the in-memory index."""
+        rows = await self.session.execute(
+            select(
+                Geofence.id,
+                Geofence.place_id,
+                Geofence.kind,
+                func.ST_AsBinary(Geofence.geom),
+                Geofence.radius_m,
+                Place.approach_m,
+            )
+            .join(Place, Place.id == Geofence.place_id)
+            .where(Geofence.organisation_id == organisation_id)
+        )
+        return [
+            (
+                fence_id,
+                place_id,
+                FenceSpec(
+                    kind="circle" if kind == "circle" else "polygon",
+                    geometry=from_wkb(bytes(wkb)),
+                    radius_m=radius,
+                ),
+                approach,
+            )
+            for fence_id, place_id, kind, wkb, radius, approach in rows
+        ]

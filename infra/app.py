@@ -1,0 +1,93 @@
+"""The ASGI application: resources are made in the lifespan, never at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from arq import create_pool
+from arq.connections import RedisSettings
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from infra.db import make_engine, make_session_factory
+from infra.http import BodyLimitMiddleware, ORJSONResponse, install_error_handlers
+from infra.logging import configure_logging
+from infra.settings import Settings, get_settings
+
+FENCE_CHANNEL = "placecast:fences"
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    return RedisSettings(host=settings.redis_host, port=settings.redis_port, conn_timeout=2, conn_retries=2)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, settings.db_pool_size)
+        redis = await create_pool(redis_settings(settings))
+        app.state.engine = engine
+        app.state.session_factory = make_session_factory(engine)
+        app.state.redis = redis
+
+        async def fences_changed(organisation_id: int) -> None:
+            await redis.incr(f"placecast:fence-version:{organisation_id}")
+            await redis.publish(FENCE_CHANNEL, str(organisation_id))
+
+        app.state.fences_changed = fences_changed
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Placecast",
+        version="0.1.0",
+        description="Geofences, check-ins and pushes around public buildings.",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        overrides={"/admin/v1/import": settings.import_max_bytes},
+    )
+
+    from admin.places_api import router as places_router
+
+    app.include_router(places_router)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready() -> Response:
+        problems = {}
+        try:
+            async with app.state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as error:
+            problems["postgres"] = type(error).__name__
+        try:
+            await app.state.redis.ping()
+        except Exception as error:
+            problems["redis"] = type(error).__name__
+        if problems:
+            return ORJSONResponse({"status": "unavailable", "down": problems}, status_code=503)
+        return ORJSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

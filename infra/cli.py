@@ -1,0 +1,331 @@
+"""`placecast` — one command line for running, importing, exporting, simulating and benchmarking."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from infra.settings import Settings, get_settings
+from infra.stack import PgCluster, RedisServer, pg_data_dir
+
+app = typer.Typer(
+    help="Placecast: geofences, check-ins and pushes around public buildings.", no_args_is_help=True
+)
+console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def stack(settings: Settings) -> tuple[PgCluster, RedisServer]:
+    pg = PgCluster(
+        pg_data_dir(settings.var_dir),
+        settings.pg_port,
+        settings.pg_user,
+        settings.pg_password.get_secret_value(),
+        settings.pg_database,
+    )
+    return pg, RedisServer(settings.var_dir / "redis", settings.redis_port)
+
+
+def _with_session(work: Callable[[Any], Awaitable[T]]) -> T:
+    from infra.db import make_engine, make_session_factory
+
+    async def main() -> T:
+        engine = make_engine(get_settings().database_url, pool_size=2)
+        try:
+            return await work(make_session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+async def _org_id(factory: Any, slug: str) -> int:
+    from sqlalchemy import select
+
+    from services.models import Organisation
+
+    async with factory() as session:
+        found = (
+            await session.execute(select(Organisation.id).where(Organisation.slug == slug))
+        ).scalar_one_or_none()
+    if found is None:
+        console.print(f"[red]no organisation {slug!r}[/red] (create one with `placecast create-org`)")
+        raise typer.Exit(2)
+    return int(found)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (Alembic) up to the newest."""
+    from infra.migrate import upgrade
+
+    upgrade(get_settings().sync_database_url)
+    console.print("migrated to head")
+
+
+@app.command("seed-demo")
+def seed_demo() -> None:
+    """Load the demo organisation, Helsinki's public buildings, content and tasks (idempotent)."""
+    from infra.demo import seed_demo as seed
+
+    key_file = get_settings().var_dir / "demo-api-key"
+    summary = _with_session(lambda factory: seed(factory, want_api_key=not key_file.exists()))
+    if summary["api_key"]:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(summary["api_key"] + "\n")
+        key_file.chmod(0o600)
+    console.print(f"demo data: {summary['created']} places created, {summary['updated']} updated")
+
+
+@app.command("create-org")
+def create_org(name: str, slug: str) -> None:
+    """Create an organisation and print an owner API key for it."""
+    from services.models import Role
+    from services.orgs import create_api_key, create_organisation
+    from services.uow import unit_of_work
+
+    async def work(factory: Any) -> str:
+        async with unit_of_work(factory) as uow:
+            organisation_id = await create_organisation(uow.session, name=name, slug=slug)
+            return await create_api_key(
+                uow.session, organisation_id=organisation_id, name="cli", role=Role.owner
+            )
+
+    typer.echo(_with_session(work))
+
+
+@app.command("create-api-key")
+def create_key(org: str, name: str = "cli", role: str = "editor") -> None:
+    """Print a new API key for an organisation (shown once; only its hash is stored)."""
+    from services.models import Role
+    from services.orgs import create_api_key
+    from services.uow import unit_of_work
+
+    async def work(factory: Any) -> str:
+        organisation_id = await _org_id(factory, org)
+        async with unit_of_work(factory) as uow:
+            return await create_api_key(
+                uow.session, organisation_id=organisation_id, name=name, role=Role(role)
+            )
+
+    typer.echo(_with_session(work))
+
+
+@app.command("import-osm")
+def import_osm(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="An .osm.pbf extract")],
+    tags: Annotated[
+        str | None, typer.Option(help="e.g. amenity=library,amenity=townhall; default: public buildings")
+    ] = None,
+    org: Annotated[str, typer.Option(help="organisation slug")] = "demo",
+    node_radius_m: Annotated[
+        float | None, typer.Option(help="radius of circles made from tagged nodes")
+    ] = None,
+) -> None:
+    """Import public buildings from OpenStreetMap, idempotent on the OSM id (a re-import updates)."""
+    from geofences.osm_import import DEFAULT_PUBLIC_TAGS, parse_tag_filter, read_osm_places
+    from services.places import upsert_places
+    from services.uow import unit_of_work
+
+    settings = get_settings()
+    tag_filter = parse_tag_filter(tags) if tags else DEFAULT_PUBLIC_TAGS
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        reading = progress.add_task(f"reading {path.name}", total=None)
+
+        def tick(done: int, total: int | None) -> None:
+            progress.update(reading, completed=done, total=total)
+
+        result = read_osm_places(path, tag_filter, node_radius_m or settings.osm_node_radius_m, progress=tick)
+        progress.update(reading, completed=1, total=1)
+
+        async def store(factory: Any) -> tuple[int, int]:
+            organisation_id = await _org_id(factory, org)
+            writing = progress.add_task("storing places", total=len(result.places))
+            created = updated = 0
+            for start in range(0, len(result.places), 200):
+                chunk = result.places[start : start + 200]
+                async with unit_of_work(factory) as uow:
+                    c, u = await upsert_places(uow, organisation_id=organisation_id, actor="cli", specs=chunk)
+                created, updated = created + c, updated + u
+                progress.advance(writing, len(chunk))
+            return created, updated
+
+        created, updated = _with_session(store)
+    console.print(f"[green]{created} created, {updated} updated[/green], {len(result.skipped)} skipped")
+    for skipped in result.skipped[:20]:
+        console.print(f"  skipped {skipped}")
+
+
+@app.command("import-geojson")
+def import_geojson(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    org: Annotated[str, typer.Option(help="organisation slug")] = "demo",
+) -> None:
+    """Import a GeoJSON FeatureCollection of places (idempotent on external_ref / feature id)."""
+    from geofences.geojson_io import features_to_places
+    from services.places import upsert_places
+    from services.uow import unit_of_work
+
+    specs, refused = features_to_places(json.loads(path.read_text()), get_settings().geometry_limits)
+
+    async def store(factory: Any) -> tuple[int, int]:
+        organisation_id = await _org_id(factory, org)
+        async with unit_of_work(factory) as uow:
+            return await upsert_places(uow, organisation_id=organisation_id, actor="cli", specs=specs)
+
+    created, updated = _with_session(store)
+    console.print(f"{created} created, {updated} updated, {len(refused)} refused")
+    for item in refused:
+        console.print(
+            f"  feature {item.index}: " + "; ".join(f"{p.field}: {p.reason}" for p in item.problems)
+        )
+    if refused:
+        raise typer.Exit(1)
+
+
+@app.command("export-geojson")
+def export_geojson(
+    org: Annotated[str, typer.Option(help="organisation slug")] = "demo",
+    output: Annotated[Path | None, typer.Option("-o", help="file to write (default: stdout)")] = None,
+) -> None:
+    """Export the organisation's places with their fences as a GeoJSON FeatureCollection."""
+    from geofences.geojson_io import places_to_feature_collection
+    from services.places import all_places
+    from services.uow import unit_of_work
+
+    async def load(factory: Any) -> dict[str, Any]:
+        organisation_id = await _org_id(factory, org)
+        async with unit_of_work(factory) as uow:
+            records = await all_places(uow, organisation_id=organisation_id)
+        return places_to_feature_collection((r.id, r.spec) for r in records)
+
+    text = json.dumps(_with_session(load), ensure_ascii=False)
+    if output:
+        output.write_text(text)
+    else:
+        typer.echo(text)
+
+
+def _pidfile(settings: Settings, name: str) -> Path:
+    return settings.var_dir / "run" / f"{name}.pid"
+
+
+def _spawn(settings: Settings, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    log_dir = settings.var_dir / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = (log_dir / f"{name}.log").open("ab")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _pidfile(settings, name).parent.mkdir(parents=True, exist_ok=True)
+    _pidfile(settings, name).write_text(str(process.pid))
+    return process
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option(help="API worker processes")] = 2,
+    demo: Annotated[bool, typer.Option(help="load the Helsinki demo data")] = True,
+) -> None:
+    """Start PostGIS, Redis, migrate, load the demo, serve the API and the worker until Ctrl-C."""
+    settings = get_settings()
+    pg, redis = stack(settings)
+    started = time.monotonic()
+    console.print(f"starting PostgreSQL/PostGIS on 127.0.0.1:{settings.pg_port} (data in {pg.data_dir})")
+    pg.start()
+    console.print(f"starting Redis on 127.0.0.1:{settings.redis_port} (append-only file in {redis.data_dir})")
+    redis.start()
+    migrate()
+    if demo:
+        seed_demo()
+    python = sys.executable
+    api = _spawn(
+        settings,
+        "api",
+        [
+            python,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "infra.app:create_app",
+            "--host",
+            settings.api_host,
+            "--port",
+            str(settings.api_port),
+            "--workers",
+            str(workers),
+            "--no-access-log",
+        ],
+    )
+    worker = _spawn(settings, "worker", [python, "-m", "arq", "infra.worker.WorkerSettings"])
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    deadline = time.monotonic() + 60
+    import httpx
+
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    key_file = settings.var_dir / "demo-api-key"
+    console.print(f"\n[bold green]Placecast is up[/bold green] in {time.monotonic() - started:.1f} s")
+    console.print(f"  API        {base}   (OpenAPI docs: {base}/docs, health: {base}/health)")
+    if key_file.exists():
+        console.print(f"  demo key   {key_file.read_text().strip()}   (also in {key_file})")
+        console.print(f"  try        curl -H 'X-API-Key: $(cat {key_file})' '{base}/admin/v1/places?limit=5'")
+    console.print(f"  logs       {settings.var_dir / 'log'}")
+    console.print("  Ctrl-C (or `infra/run.sh stop`) stops everything; data stays in var/.\n")
+
+    def shutdown(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        while api.poll() is None and worker.poll() is None:
+            time.sleep(0.5)
+        console.print("[red]a process exited[/red]; see the logs")
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        _stop_all(settings)
+
+
+def _stop_all(settings: Settings) -> None:
+    for name in ("api", "worker"):
+        pidfile = _pidfile(settings, name)
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+                os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+            pidfile.unlink(missing_ok=True)
+    pg, redis = stack(settings)
+    redis.stop()
+    pg.stop()
+    console.print("stopped")
+
+
+@app.command()
+def stop() -> None:
+    """Stop the API, the worker, Redis and PostgreSQL started by `up`."""
+    _stop_all(get_settings())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,90 @@
+"""One settings object for the whole service, read from the environment (prefix PLACECAST_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from geofences.domain import GeometryLimits
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEV_SECRET = "dev-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLACECAST_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+
+    # Where the project keeps its own PostgreSQL cluster, Redis data and logs.
+    var_dir: Path = PROJECT_ROOT / "var"
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 55432
+    pg_user: str = "placecast"
+    pg_password: SecretStr = SecretStr("placecast")
+    pg_database: str = "placecast"
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 56379
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    db_pool_size: int = 10
+
+    # Geometry sanity limits for building fences.
+    max_vertices: int = 5000
+    max_area_m2: float = 2_000_000.0
+    min_area_m2: float = 1.0
+    min_radius_m: float = 5.0
+    max_radius_m: float = 5000.0
+    osm_node_radius_m: float = 30.0
+
+    # Request limits.
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    import_max_bytes: int = Field(default=64_000_000, ge=1024)
+    page_size_max: int = 500
+
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.environment == "production":
+            if self.secret_key.get_secret_value() == DEV_SECRET:
+                raise ValueError("PLACECAST_SECRET_KEY must be set to a real secret in production")
+            if self.pg_password.get_secret_value() == "placecast":
+                raise ValueError("PLACECAST_PG_PASSWORD must be changed from the default in production")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        password = self.pg_password.get_secret_value()
+        return (
+            f"postgresql+asyncpg://{self.pg_user}:{password}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+        )
+
+    @property
+    def sync_database_url(self) -> str:
+        return self.database_url.replace("+asyncpg", "+psycopg")
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.redis_host}:{self.redis_port}/0"
+
+    @property
+    def geometry_limits(self) -> GeometryLimits:
+        return GeometryLimits(
+            max_vertices=self.max_vertices,
+            max_area_m2=self.max_area_m2,
+            min_area_m2=self.min_area_m2,
+            min_radius_m=self.min_radius_m,
+            max_radius_m=self.max_radius_m,
+        )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

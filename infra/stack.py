@@ -1,0 +1,242 @@
+"""Start and stop the project's own PostgreSQL/PostGIS cluster and Redis on loopback.
+
+No Docker here: the Debian binaries run with a data folder of the project's. PostgreSQL refuses
+to run as root, so when we are root the cluster belongs to the `postgres` system user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+PG_BIN_CANDIDATES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _pg_bin(name: str) -> str:
+    for folder in PG_BIN_CANDIDATES:
+        if (folder / name).exists():
+            return str(folder / name)
+    raise StackError(f"PostgreSQL binary {name!r} not found; run the set-up script (installs postgresql)")
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _run_as_owner(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    if _as_root():
+        args = ["runuser", "-u", "postgres", "--", *args]
+    return subprocess.run(args, check=True, text=True, capture_output=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def _postgres_can_reach(path: Path) -> bool:
+    probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(path)], check=False)
+    return probe.returncode == 0
+
+
+def pg_data_dir(var_dir: Path) -> Path:
+    """The cluster lives in var/; if `postgres` cannot traverse to it (e.g. under /root), next to /var/tmp."""
+    wanted = var_dir / "pg"
+    if not _as_root():
+        return wanted
+    var_dir.mkdir(parents=True, exist_ok=True)
+    if _postgres_can_reach(var_dir):
+        return wanted
+    tag = hashlib.sha256(str(var_dir.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"placecast-{tag}" / "pg"
+
+
+@dataclass
+class PgCluster:
+    data_dir: Path
+    port: int
+    user: str
+    password: str
+    database: str
+    fast_unsafe: bool = False  # fsync off: for throw-away test clusters only
+
+    @property
+    def _superuser_password_file(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}-superuser.pw"
+
+    def _superuser_dsn(self, dbname: str = "postgres") -> str:
+        password = self._superuser_password_file.read_text().strip()
+        return f"host=127.0.0.1 port={self.port} user=postgres password={password} dbname={dbname}"
+
+    def _initdb(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._superuser_password_file.write_text(secrets.token_urlsafe(24))
+        self._superuser_password_file.chmod(0o600)
+        if _as_root():
+            postgres = pwd.getpwnam("postgres")
+            for path in (self.data_dir.parent, self.data_dir):
+                os.chown(path, postgres.pw_uid, postgres.pw_gid)
+            os.chown(self._superuser_password_file, postgres.pw_uid, postgres.pw_gid)
+        _run_as_owner(
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={self._superuser_password_file}",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ]
+        )
+
+    def start(self) -> None:
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        if not port_open("127.0.0.1", self.port):
+            options = [
+                f"-p {self.port}",
+                "-c listen_addresses=127.0.0.1",
+                f"-k {self.data_dir}",
+                "-c max_connections=200",
+                "-c shared_buffers=256MB",
+            ]
+            if self.fast_unsafe:
+                options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+            _run_as_owner(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.data_dir / "server.log"),
+                    "-o",
+                    " ".join(options),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            )
+        self._wait_ready()
+        self._ensure_role_and_database()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self._superuser_dsn(), connect_timeout=2):
+                    return
+            except psycopg.OperationalError as error:
+                if time.monotonic() > deadline:
+                    raise StackError(f"PostgreSQL on port {self.port} did not come up: {error}") from error
+                time.sleep(0.2)
+
+    def _ensure_role_and_database(self) -> None:
+        with psycopg.connect(self._superuser_dsn(), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,)).fetchone():
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(self.user), sql.Literal(self.password)
+                    )
+                )
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone():
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(self.database), sql.Identifier(self.user)
+                    )
+                )
+        # PostGIS is not a trusted extension: the superuser creates it, the migration then finds it.
+        with psycopg.connect(self._superuser_dsn(self.database), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            _run_as_owner([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._superuser_password_file.unlink(missing_ok=True)
+
+
+@dataclass
+class RedisServer:
+    data_dir: Path
+    port: int
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "redis.pid"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not port_open("127.0.0.1", self.port):
+            redis_server = shutil.which("redis-server")
+            if redis_server is None:
+                raise StackError("redis-server not found; run the set-up script (installs redis-server)")
+            subprocess.run(
+                [
+                    redis_server,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--dir",
+                    str(self.data_dir),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--save",
+                    "",
+                    "--daemonize",
+                    "yes",
+                    "--pidfile",
+                    str(self.pidfile),
+                    "--logfile",
+                    str(self.data_dir / "redis.log"),
+                ],
+                check=True,
+            )
+        deadline = time.monotonic() + 15
+        while not port_open("127.0.0.1", self.port):
+            if time.monotonic() > deadline:
+                raise StackError(f"Redis on port {self.port} did not come up; see {self.data_dir}/redis.log")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.pidfile.exists():
+            try:
+                pid = int(self.pidfile.read_text().strip())
+                os.kill(pid, 15)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
+            except (ProcessLookupError, ValueError):
+                pass
+            self.pidfile.unlink(missing_ok=True)

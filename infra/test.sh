@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite from nothing: installs what is missing, then ruff, mypy and pytest. The tests
+# start their own PostGIS and Redis on free ports in a temporary folder, never touching the demo data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source infra/bootstrap.sh
+echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
+echo "== mypy"; .venv/bin/mypy .
+echo "== pytest"; .venv/bin/pytest "$@"

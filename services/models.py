@@ -1,0 +1,103 @@
+"""Organisations, people, credentials, devices and the audit log."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ARRAY, Boolean, Enum, ForeignKey, Index, String, Text, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from infra.db import Base, IdMixin, TimestampMixin
+
+
+class Role(enum.StrEnum):
+    owner = "owner"
+    editor = "editor"
+    viewer = "viewer"
+
+
+class DeviceRole(enum.StrEnum):
+    visitor = "visitor"
+    staff = "staff"
+
+
+class Platform(enum.StrEnum):
+    android = "android"
+    ios = "ios"
+    web = "web"
+
+
+class Organisation(IdMixin, TimestampMixin, Base):
+    __tablename__ = "organisations"
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+
+
+class User(IdMixin, TimestampMixin, Base):
+    __tablename__ = "users"
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(
+        ForeignKey("organisations.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[Role] = mapped_column(Enum(Role, name="member_role"))
+
+
+class ApiKey(IdMixin, Base):
+    """An organisation-scoped admin credential; only its SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+    organisation_id: Mapped[int] = mapped_column(
+        ForeignKey("organisations.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[Role] = mapped_column(Enum(Role, name="member_role"), server_default=Role.editor.value)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    revoked_at: Mapped[datetime | None]
+
+
+class Device(IdMixin, TimestampMixin, Base):
+    """A pseudonymous phone. The credential is stored hashed; external ids map client protocols."""
+
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("organisation_id", "external_id"),)
+    organisation_id: Mapped[int] = mapped_column(
+        ForeignKey("organisations.id", ondelete="CASCADE"), index=True
+    )
+    platform: Mapped[Platform] = mapped_column(Enum(Platform, name="device_platform"))
+    role: Mapped[DeviceRole] = mapped_column(Enum(DeviceRole, name="device_role"))
+    # Id a client protocol knows the device by (OwnTracks "user/device", Traccar "id").
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    fcm_token: Mapped[str | None] = mapped_column(Text)
+    fcm_token_active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    locale: Mapped[str] = mapped_column(String(35), server_default="en")
+    timezone: Mapped[str] = mapped_column(String(64), server_default="Europe/Helsinki")
+    consents: Mapped[dict[str, bool]] = mapped_column(JSONB, server_default="{}")
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+    team: Mapped[str | None] = mapped_column(String(100))
+    is_supervisor: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    last_seen_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditLog(IdMixin, Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_org_at", "organisation_id", "at"),)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(80))
+    entity: Mapped[str] = mapped_column(String(80))
+    entity_id: Mapped[int | None]
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,174 @@
+"""Use cases for places and their fences. Services never commit: the caller's unit of work does."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from geofences.domain import BBox, PlaceRecord, PlaceSpec
+from geofences.repository import PlaceRepository
+from services.audit import record_audit
+from services.errors import NotFound
+from services.uow import UnitOfWork
+
+FencesChanged = Callable[[int], Awaitable[None]]
+
+
+def _notify(uow: UnitOfWork, organisation_id: int, fences_changed: FencesChanged | None) -> None:
+    """Every replica's in-memory index is refreshed once the change is committed."""
+    if fences_changed is not None:
+        uow.after_commit(lambda: fences_changed(organisation_id))
+
+
+async def create_place(
+    uow: UnitOfWork,
+    *,
+    organisation_id: int,
+    actor: str,
+    spec: PlaceSpec,
+    fences_changed: FencesChanged | None = None,
+) -> PlaceRecord:
+    places = PlaceRepository(uow.session)
+    place_id = await places.add(organisation_id, spec)
+    await record_audit(
+        uow.session,
+        organisation_id=organisation_id,
+        actor=actor,
+        action="create",
+        entity="place",
+        entity_id=place_id,
+        details={"name": spec.name},
+    )
+    _notify(uow, organisation_id, fences_changed)
+    return await get_place(uow, organisation_id=organisation_id, place_id=place_id)
+
+
+async def get_place(uow: UnitOfWork, *, organisation_id: int, place_id: int) -> PlaceRecord:
+    record = await PlaceRepository(uow.session).get(organisation_id, place_id)
+    if record is None:
+        raise NotFound(f"place {place_id} not found")
+    return record
+
+
+async def list_places(
+    uow: UnitOfWork,
+    *,
+    organisation_id: int,
+    bbox: BBox | None,
+    kind: str | None,
+    query: str | None,
+    after_id: int | None,
+    limit: int,
+) -> tuple[list[PlaceRecord], int | None]:
+    records = await PlaceRepository(uow.session).search(
+        organisation_id, bbox=bbox, kind=kind, query=query, after_id=after_id, limit=limit + 1
+    )
+    next_cursor = records[limit - 1].id if len(records) > limit else None
+    return records[:limit], next_cursor
+
+
+async def update_place(
+    uow: UnitOfWork,
+    *,
+    organisation_id: int,
+    actor: str,
+    place_id: int,
+    changes: dict[str, Any],
+    fences: list[Any] | None = None,
+    fences_changed: FencesChanged | None = None,
+) -> PlaceRecord:
+    places = PlaceRepository(uow.session)
+    if not await places.update(organisation_id, place_id, changes):
+        raise NotFound(f"place {place_id} not found")
+    if fences is not None:
+        await places.replace_fences(organisation_id, place_id, fences)
+    await record_audit(
+        uow.session,
+        organisation_id=organisation_id,
+        actor=actor,
+        action="update",
+        entity="place",
+        entity_id=place_id,
+        details={"fields": sorted(changes), "fences_replaced": fences is not None},
+    )
+    if fences is not None or "approach_m" in changes:
+        _notify(uow, organisation_id, fences_changed)
+    return await get_place(uow, organisation_id=organisation_id, place_id=place_id)
+
+
+async def delete_place(
+    uow: UnitOfWork,
+    *,
+    organisation_id: int,
+    actor: str,
+    place_id: int,
+    fences_changed: FencesChanged | None = None,
+) -> None:
+    if not await PlaceRepository(uow.session).delete(organisation_id, place_id):
+        raise NotFound(f"place {place_id} not found")
+    await record_audit(
+        uow.session,
+        organisation_id=organisation_id,
+        actor=actor,
+        action="delete",
+        entity="place",
+        entity_id=place_id,
+    )
+    _notify(uow, organisation_id, fences_changed)
+
+
+async def upsert_places(
+    uow: UnitOfWork,
+    *,
+    organisation_id: int,
+    actor: str,
+    specs: Iterable[PlaceSpec],
+    fences_changed: FencesChanged | None = None,
+) -> tuple[int, int]:
+    """Create or update places by external ref (an OSM id, a GeoJSON feature id): imports are idempotent."""
+    places = PlaceRepository(uow.session)
+    created = updated = 0
+    for spec in specs:
+        existing = (
+            await places.find_by_external_ref(organisation_id, spec.external_ref)
+            if spec.external_ref
+            else None
+        )
+        if existing is None:
+            await places.add(organisation_id, spec)
+            created += 1
+        else:
+            values = {
+                "name": spec.name,
+                "kind": spec.kind,
+                "address": spec.address,
+                "timezone": spec.timezone,
+                "opening_hours": spec.opening_hours,
+                "approach_m": spec.approach_m,
+                "properties": spec.properties,
+            }
+            await places.update(organisation_id, existing, values)
+            await places.replace_fences(organisation_id, existing, spec.fences)
+            updated += 1
+    await record_audit(
+        uow.session,
+        organisation_id=organisation_id,
+        actor=actor,
+        action="import",
+        entity="place",
+        details={"created": created, "updated": updated},
+    )
+    _notify(uow, organisation_id, fences_changed)
+    return created, updated
+
+
+async def all_places(uow: UnitOfWork, *, organisation_id: int) -> list[PlaceRecord]:
+    records: list[PlaceRecord] = []
+    after: int | None = None
+    places = PlaceRepository(uow.session)
+    while True:
+        page = await places.search(organisation_id, after_id=after, limit=1000)
+        records += page
+        if len(page) < 1000:
+            return records
+        after = page[-1].id

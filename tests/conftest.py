@@ -1,0 +1,87 @@
+"""Test set-up: a throw-away PostGIS cluster and Redis on free loopback ports, migrated from nothing.
+
+Nothing here touches the demo data of `infra/run.sh`: its own folder, its own ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.stack import PgCluster, RedisServer, free_port
+
+
+@pytest.fixture(scope="session")
+def test_env() -> Iterator[dict[str, str]]:
+    root = Path(tempfile.mkdtemp(prefix="placecast-test-"))
+    os.chmod(root, 0o755)  # the postgres system user must reach its data folder
+    pg = PgCluster(root / "pg", free_port(), "placecast", "test-password", "placecast_test", fast_unsafe=True)
+    redis = RedisServer(root / "redis", free_port())
+    pg.start()
+    redis.start()
+    env = {
+        "PLACECAST_ENVIRONMENT": "test",
+        "PLACECAST_VAR_DIR": str(root / "var"),
+        "PLACECAST_PG_PORT": str(pg.port),
+        "PLACECAST_PG_PASSWORD": pg.password,
+        "PLACECAST_PG_DATABASE": pg.database,
+        "PLACECAST_REDIS_PORT": str(redis.port),
+    }
+    os.environ.update(env)
+    from infra.settings import get_settings
+
+    get_settings.cache_clear()
+    from infra.migrate import upgrade
+
+    upgrade(get_settings().sync_database_url)
+    try:
+        yield env
+    finally:
+        redis.stop()
+        pg.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(test_env: dict[str, str]):
+    from infra.settings import get_settings
+
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+async def app(settings):
+    from infra.app import create_app
+
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app) -> AsyncIterator[object]:
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+async def org(app):
+    """A fresh organisation with an editor key; returns (organisation_id, headers)."""
+    import secrets
+
+    from services.orgs import create_api_key, create_organisation
+    from services.uow import unit_of_work
+
+    slug = "org-" + secrets.token_hex(4)
+    async with unit_of_work(app.state.session_factory) as uow:
+        organisation_id = await create_organisation(uow.session, name=slug, slug=slug)
+        key = await create_api_key(uow.session, organisation_id=organisation_id, name="test")
+    return organisation_id, {"X-API-Key": key}
