@@ -182,7 +182,7 @@ def _feature_to_place(feature: object, path: str, limits: GeometryLimits) -> Pla
         props = {}
     ppath = f"{path}.properties"
     name = _optional_text(props, "name", ppath, problems)
-    if not (name and name.strip()):
+    if not (name and name.strip()) and not (props.get("name") is not None and name is None):
         problems.append(GeometryProblem(f"{ppath}.name", "every place needs a non-empty name", "missing"))
     kind = _optional_text(props, "kind", ppath, problems) or DEFAULT_KIND
     place = PlaceSpec(

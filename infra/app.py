@@ -12,12 +12,13 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from geofences.registry import FenceRows, IndexRegistry, publish_fence_change
+from geofences.repository import PlaceRepository
 from infra.db import make_engine, make_session_factory
 from infra.http import BodyLimitMiddleware, ORJSONResponse, install_error_handlers
 from infra.logging import configure_logging
 from infra.settings import Settings, get_settings
-
-FENCE_CHANNEL = "placecast:fences"
+from services.devices import CredentialCache
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -36,14 +37,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = make_session_factory(engine)
         app.state.redis = redis
 
+        session_factory = app.state.session_factory
+
+        async def load_fences(organisation_id: int) -> FenceRows:
+            async with session_factory() as session:
+                return await PlaceRepository(session).fences_for_index(organisation_id)
+
         async def fences_changed(organisation_id: int) -> None:
-            await redis.incr(f"placecast:fence-version:{organisation_id}")
-            await redis.publish(FENCE_CHANNEL, str(organisation_id))
+            await publish_fence_change(redis, organisation_id)
+
+        async def events_recorded(organisation_id: int, event_ids: list[int]) -> None:
+            """After commit: wake the notification pipeline and the live feed (the outbox is the record)."""
+            await redis.publish(f"placecast:events:{organisation_id}", ",".join(map(str, event_ids)))
 
         app.state.fences_changed = fences_changed
+        app.state.events_recorded = events_recorded
+        app.state.indexes = IndexRegistry(redis, load_fences)
+        app.state.indexes.start()
+        app.state.credentials = CredentialCache()
         try:
             yield
         finally:
+            await app.state.indexes.stop()
             await redis.aclose()
             await engine.dispose()
 
@@ -63,8 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     from admin.places_api import router as places_router
+    from mobile_api.api import router as mobile_router
 
     app.include_router(places_router)
+    app.include_router(mobile_router)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -47,6 +47,20 @@ class Settings(BaseSettings):
     import_max_bytes: int = Field(default=64_000_000, ge=1024)
     page_size_max: int = 500
 
+    # Mobile API limits per device (fixed window shared through Redis).
+    device_requests_per_window: int = 600
+    rate_window_s: int = 60
+    fix_batch_max: int = 1000
+    fix_retention_days: int = Field(default=7, ge=1)
+
+    # Geofence engine (see geofences/transitions.py).
+    max_enter_accuracy_m: float = 100.0
+    min_exit_margin_m: float = 10.0
+    dwell_after_s: float = 300.0
+    max_speed_mps: float = 80.0
+    checkin_max_accuracy_m: float = 150.0
+    qr_token_ttl_days: int = 365
+
     log_level: str = "INFO"
     log_json: bool = False
 

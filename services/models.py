@@ -61,6 +61,8 @@ class ApiKey(IdMixin, Base):
     )
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[Role] = mapped_column(Enum(Role, name="member_role"), server_default=Role.editor.value)
+    # "admin" keys drive the admin API; "enrolment" keys ship inside an app and can only register devices.
+    purpose: Mapped[str] = mapped_column(String(16), server_default="admin")
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[datetime | None]

@@ -48,22 +48,27 @@ async def get_or_create_organisation(session: AsyncSession, *, name: str, slug: 
 
 
 async def create_api_key(
-    session: AsyncSession, *, organisation_id: int, name: str, role: Role = Role.editor
+    session: AsyncSession,
+    *,
+    organisation_id: int,
+    name: str,
+    role: Role = Role.editor,
+    purpose: str = "admin",
 ) -> str:
-    key = "pck_" + secrets.token_urlsafe(32)
+    key = ("pce_" if purpose == "enrolment" else "pck_") + secrets.token_urlsafe(32)
     await session.execute(
         insert(ApiKey).values(
-            organisation_id=organisation_id, name=name, role=role, key_hash=hash_secret(key)
+            organisation_id=organisation_id, name=name, role=role, purpose=purpose, key_hash=hash_secret(key)
         )
     )
     return key
 
 
-async def authenticate_api_key(session: AsyncSession, key: str) -> Principal:
+async def authenticate_api_key(session: AsyncSession, key: str, purpose: str = "admin") -> Principal:
     row = (
         await session.execute(
             select(ApiKey.id, ApiKey.organisation_id, ApiKey.role, ApiKey.name).where(
-                ApiKey.key_hash == hash_secret(key), ApiKey.revoked_at.is_(None)
+                ApiKey.key_hash == hash_secret(key), ApiKey.revoked_at.is_(None), ApiKey.purpose == purpose
             )
         )
     ).first()

@@ -84,6 +84,7 @@ def upgrade() -> None:
             server_default="editor",
             nullable=False,
         ),
+        sa.Column("purpose", sa.String(length=16), server_default="admin", nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),

@@ -1,0 +1,380 @@
+"""In-memory spatial index of geofences: pure (no I/O), immutable once built.
+
+Fences arrive in WGS 84 lon/lat. Everything is projected to one metric plane by an affine
+equirectangular transform around the fences' centroid. Being affine, it leaves point-in-polygon
+answers exactly as they are in lon/lat (what PostGIS `ST_Intersects` on SRID 4326 answers).
+Distances (approach zones, exit hysteresis, check-in proximity) are taken in a per-fence frame that
+also rescales x by cos(fence latitude) / cos(reference latitude), so metres stay metres even when an
+organisation's fences span many degrees of latitude. Circles are matched by haversine distance.
+
+One STRtree holds every fence's envelope, widened by its approach distance. Candidates are refined
+in numpy: each polygon's edges (all rings, all parts) are stored padded to a power-of-two width, so
+the even-odd crossing test or the distance to the edges of thousands of candidates is a handful of
+array operations — about 4x cheaper per candidate than GEOS `contains_xy`, measured at 100k fences.
+
+Immutable after `build`: build a new index beside the old one and swap the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from geofences.domain import FenceSpec
+
+EARTH_RADIUS_M = 6371008.8
+ZONE_BUILDING = 0  # the fence itself
+ZONE_APPROACH = 1  # the fence widened by its place's approach distance; it contains the building
+ZONE_NAMES = ("building", "approach")
+_MIN_WIDTH = 8
+_CHUNK_CELLS = 1 << 17  # candidate x edge cells per numpy pass; bounds temporaries to a few MB
+_SLACK_DEG = 1e-7  # ~1 cm: candidate boxes err on the side of too many, never too few
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedFence:
+    """One zone of one fence: what a hit means to the caller."""
+
+    fence_id: int
+    place_id: int
+    kind: str  # "polygon" or "circle"
+    zone: str  # "building" or "approach"
+
+
+class ZoneHits(NamedTuple):
+    """All (fix, zone) containment pairs of a bulk query, ordered by fix index."""
+
+    fix_idx: IntArray
+    fence_ids: IntArray
+    zones: npt.NDArray[np.int8]  # ZONE_BUILDING or ZONE_APPROACH
+
+
+def haversine_m(
+    lon1: npt.ArrayLike, lat1: npt.ArrayLike, lon2: npt.ArrayLike, lat2: npt.ArrayLike
+) -> FloatArray:
+    """Great-circle distance in metres on the mean-radius sphere, element-wise."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    a = (
+        np.sin((p2 - p1) / 2) ** 2
+        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(np.subtract(lon2, lon1)) / 2) ** 2
+    )
+    return np.asarray(2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0))), dtype=np.float64)
+
+
+class _EdgeBucket:
+    """The edges of every polygon with at most `width` edges, one padded row per polygon.
+
+    Padding is a zero-length edge on the row's first vertex: it never crosses a scan line and is
+    never nearer than a real vertex, so neither test needs a mask.
+    """
+
+    def __init__(self, x1: FloatArray, y1: FloatArray, x2: FloatArray, y2: FloatArray) -> None:
+        self.x1, self.y1, self.x2, self.y2 = x1, y1, x2, y2
+        self.width = x1.shape[1]
+
+    def contains(self, rows: IntArray, x: FloatArray, y: FloatArray) -> BoolArray:
+        px, py = x[:, None], y[:, None]
+        y1, y2 = self.y1[rows], self.y2[rows]
+        crosses = (y1 > py) != (y2 > py)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x1 = self.x1[rows]
+            crosses &= px < x1 + (py - y1) * (self.x2[rows] - x1) / (y2 - y1)
+        return np.asarray(np.count_nonzero(crosses, axis=1) % 2 == 1)
+
+    def distance(self, rows: IntArray, x: FloatArray, y: FloatArray, x_scale: FloatArray) -> FloatArray:
+        sx = x_scale[:, None]
+        ax, ay = (self.x1[rows] - x[:, None]) * sx, self.y1[rows] - y[:, None]
+        dx, dy = (self.x2[rows] - self.x1[rows]) * sx, self.y2[rows] - self.y1[rows]
+        length2 = dx * dx + dy * dy
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.clip(-(ax * dx + ay * dy) / length2, 0.0, 1.0)
+        t[length2 == 0] = 0.0
+        return np.asarray(np.sqrt(np.min((ax + t * dx) ** 2 + (ay + t * dy) ** 2, axis=1)), dtype=np.float64)
+
+
+def _chunks(selection: IntArray, width: int) -> Iterator[IntArray]:
+    step = max(1, _CHUNK_CELLS // width)
+    for start in range(0, selection.size, step):
+        yield selection[start : start + step]
+
+
+def _usable(entries: list[tuple[int, int, FenceSpec]]) -> BoolArray:
+    """Which entries can be matched: a finite, non-empty Point with a positive radius for a
+    circle, a finite, non-empty Polygon or MultiPolygon for a polygon."""
+    geoms = np.empty(len(entries), dtype=object)
+    geoms[:] = [spec.geometry for _, _, spec in entries]
+    kinds = np.array([spec.kind for _, _, spec in entries], dtype=object)
+    radius = np.array(
+        [spec.radius_m if spec.radius_m is not None else math.nan for _, _, spec in entries], float
+    )
+    type_id = shapely.get_type_id(geoms)  # -1 for None, 0 Point, 3 Polygon, 6 MultiPolygon
+    coords, owner = shapely.get_coordinates(geoms, return_index=True)
+    finite = np.bincount(owner, ~np.isfinite(coords).all(axis=1), minlength=geoms.size) == 0
+    circle_ok = (kinds == "circle") & (type_id == 0) & np.isfinite(radius) & (radius > 0)
+    polygon_ok = (kinds == "polygon") & ((type_id == 3) | (type_id == 6))
+    return np.asarray(finite & (type_id >= 0) & ~shapely.is_empty(geoms) & (circle_ok | polygon_ok))
+
+
+def _edge_buckets(
+    polygons: npt.NDArray[np.object_], project: _Projection
+) -> tuple[list[_EdgeBucket], IntArray, IntArray]:
+    """Pad the edges of `polygons` into buckets; return them and each polygon's (bucket, row)."""
+    parts, part_owner = shapely.get_parts(polygons, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    x, y = project(coords[:, 0], coords[:, 1])
+    same_ring = coord_ring[1:] == coord_ring[:-1]  # rings are closed: consecutive vertices are edges
+    owner = part_owner[ring_part[coord_ring[:-1][same_ring]]]
+    ex1, ey1, ex2, ey2 = x[:-1][same_ring], y[:-1][same_ring], x[1:][same_ring], y[1:][same_ring]
+    counts = np.bincount(owner, minlength=polygons.size)
+    first = np.cumsum(counts) - counts
+    position = np.arange(owner.size) - first[owner]
+    widths = np.maximum(_MIN_WIDTH, 1 << np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64))
+    bucket_of, row_of = np.zeros(polygons.size, np.int64), np.zeros(polygons.size, np.int64)
+    buckets = []
+    for number, width in enumerate(np.unique(widths).tolist()):
+        members = np.flatnonzero(widths == width)
+        bucket_of[members], row_of[members] = number, np.arange(members.size)
+        arrays = [np.repeat(ex1[first[members], None], width, axis=1) for _ in range(2)]
+        arrays += [np.repeat(ey1[first[members], None], width, axis=1) for _ in range(2)]
+        x1, x2, y1, y2 = arrays
+        mine = np.flatnonzero(widths[owner] == width)
+        rows, cols = row_of[owner[mine]], position[mine]
+        x1[rows, cols], y1[rows, cols], x2[rows, cols], y2[rows, cols] = (
+            ex1[mine],
+            ey1[mine],
+            ex2[mine],
+            ey2[mine],
+        )
+        buckets.append(_EdgeBucket(x1, y1, x2, y2))
+    return buckets, bucket_of, row_of
+
+
+class _Projection:
+    """The affine lon/lat -> metres map around (lon0, lat0)."""
+
+    def __init__(self, lon0: float, lat0: float) -> None:
+        self.lon0, self.lat0 = lon0, lat0
+        self.ky = math.radians(1.0) * EARTH_RADIUS_M
+        self.kx = self.ky * math.cos(math.radians(lat0))
+
+    def __call__(self, lons: npt.ArrayLike, lats: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        x = (np.asarray(lons, dtype=np.float64) - self.lon0) * self.kx
+        return x, (np.asarray(lats, dtype=np.float64) - self.lat0) * self.ky
+
+
+class FenceIndex:
+    """Which fences (and approach zones) contain a point, and how far a point is from a fence."""
+
+    skipped: tuple[int, ...] = ()  # fence ids `build` could not index
+
+    def __init__(self, entries: list[tuple[int, int, FenceSpec]], approach: FloatArray, version: int) -> None:
+        self.version = version
+        n = len(entries)
+        self._fence_ids = np.array([e[0] for e in entries], dtype=np.int64)
+        self._place_ids = np.array([e[1] for e in entries], dtype=np.int64)
+        self._circle = np.array([e[2].kind == "circle" for e in entries], dtype=np.bool_)
+        self._approach = approach  # NaN where the place has no approach zone
+        geoms = np.array([e[2].geometry for e in entries] or [None], dtype=object)[:n]
+        bounds = shapely.bounds(geoms).reshape(n, 4)
+        centre_lon, centre_lat = (bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2
+        self._project = _Projection(
+            float(np.mean(centre_lon)) if n else 0.0, float(np.mean(centre_lat)) if n else 0.0
+        )
+        cos0 = math.cos(math.radians(self._project.lat0))
+        self._x_scale = np.cos(np.radians(centre_lat)) / cos0  # global-plane x -> fence-local metres
+        self._radius = np.array([e[2].radius_m or 0.0 for e in entries], dtype=np.float64)
+        self._centre_lon, self._centre_lat = centre_lon, centre_lat
+        polygons = np.flatnonzero(~self._circle)
+        self._buckets, bucket_of, row_of = _edge_buckets(geoms[polygons], self._project)
+        self._bucket = np.full(n, -1, np.int64)
+        self._row = np.full(n, -1, np.int64)
+        self._bucket[polygons], self._row[polygons] = bucket_of, row_of
+        self._tree = shapely.STRtree(self._envelopes(bounds))
+        self._id_order = np.argsort(self._fence_ids)
+        self._sorted_ids = self._fence_ids[self._id_order]
+
+    @classmethod
+    def build(
+        cls,
+        entries: Iterable[tuple[int, int, FenceSpec]],
+        approach_m: Mapping[int, float] | None = None,
+        version: int = 0,
+    ) -> FenceIndex:
+        """Index `(fence_id, place_id, spec)` entries; `approach_m` maps place_id -> approach distance.
+
+        Fences that cannot be matched (empty, non-finite, wrong kind) are left out and listed in
+        `skipped`, so one bad row does not stop an organisation's index from being built.
+        """
+        listed = list(entries)
+        ids = [fence_id for fence_id, _, _ in listed]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a fence id is listed twice")
+        ok = _usable(listed).tolist() if listed else []
+        usable = [entry for entry, good in zip(listed, ok, strict=True) if good]
+        skipped = [fence_id for fence_id, good in zip(ids, ok, strict=True) if not good]
+        approach = np.array([(approach_m or {}).get(e[1], math.nan) for e in usable], dtype=np.float64)
+        approach[~(approach > 0)] = math.nan
+        index = cls(usable, approach, version)
+        index.skipped = tuple(skipped)
+        return index
+
+    def __len__(self) -> int:
+        return int(self._fence_ids.size)
+
+    @property
+    def reference(self) -> tuple[float, float]:
+        """(lon0, lat0) of the metric plane."""
+        return self._project.lon0, self._project.lat0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in numpy arrays (the STRtree and its boxes come on top)."""
+        arrays = [getattr(self, name) for name in vars(self) if isinstance(getattr(self, name), np.ndarray)]
+        edges = [a.nbytes for b in self._buckets for a in (b.x1, b.y1, b.x2, b.y2)]
+        return int(sum(a.nbytes for a in arrays)) + sum(edges)
+
+    def _envelopes(self, bounds: FloatArray) -> npt.NDArray[np.object_]:
+        """Projected boxes, each widened to cover its circle and its approach zone."""
+        reach = np.where(self._circle, self._radius, 0.0) + np.nan_to_num(self._approach)
+        half_lat = np.degrees(reach / EARTH_RADIUS_M) + _SLACK_DEG
+        # A spherical cap reaches asin(sin(d)/cos(lat)) in longitude; a pole inside it reaches all.
+        ratio = np.sin(np.minimum(reach / EARTH_RADIUS_M, math.pi / 2)) / np.cos(np.radians(self._centre_lat))
+        half_lon = np.where(ratio < 1, np.degrees(np.arcsin(np.minimum(ratio, 1.0))), 180.0) + _SLACK_DEG
+        x0, y0 = self._project(bounds[:, 0] - half_lon, bounds[:, 1] - half_lat)
+        x1, y1 = self._project(bounds[:, 2] + half_lon, bounds[:, 3] + half_lat)
+        return np.asarray(shapely.box(x0, y0, x1, y1), dtype=object)
+
+    def _items_of(self, fence_ids: npt.ArrayLike) -> IntArray:
+        """Internal positions of `fence_ids`, -1 for ids this index does not know."""
+        ids = np.asarray(fence_ids, dtype=np.int64)
+        if not len(self):
+            return np.full(ids.shape, -1, np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted_ids, ids), self._sorted_ids.size - 1)
+        return np.where(self._sorted_ids[pos] == ids, self._id_order[pos], -1)
+
+    def _polygon_test(self, items: IntArray, x: FloatArray, y: FloatArray, inside: bool) -> FloatArray:
+        """Per candidate: 1.0/0.0 containment (inside=True) or local-frame distance to the edges."""
+        out = np.empty(items.size, dtype=np.float64)
+        buckets = self._bucket[items]
+        for number in np.unique(buckets).tolist():
+            bucket = self._buckets[number]
+            for chunk in _chunks(np.flatnonzero(buckets == number), bucket.width):
+                rows = self._row[items[chunk]]
+                if inside:
+                    out[chunk] = bucket.contains(rows, x[chunk], y[chunk])
+                else:
+                    out[chunk] = bucket.distance(rows, x[chunk], y[chunk], self._x_scale[items[chunk]])
+        return out
+
+    def _building_distance(self, items: IntArray, lons: FloatArray, lats: FloatArray) -> FloatArray:
+        x, y = self._project(lons, lats)
+        out = np.zeros(items.size, dtype=np.float64)
+        circle = self._circle[items]
+        ci, pi = np.flatnonzero(circle), np.flatnonzero(~circle)
+        centre = haversine_m(self._centre_lon[items[ci]], self._centre_lat[items[ci]], lons[ci], lats[ci])
+        out[ci] = np.maximum(centre - self._radius[items[ci]], 0.0)
+        outside = pi[self._polygon_test(items[pi], x[pi], y[pi], inside=True) == 0.0]
+        out[outside] = self._polygon_test(items[outside], x[outside], y[outside], inside=False)
+        return out
+
+    def _match(self, lons: FloatArray, lats: FloatArray) -> tuple[IntArray, IntArray, npt.NDArray[np.int8]]:
+        """(fix, item, zone) for every zone containing a fix, ordered by fix."""
+        x, y = self._project(lons, lats)
+        finite = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+        if not finite.size or not len(self):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
+        pairs = self._tree.query(shapely.points(x[finite], y[finite]))
+        fix, item = finite[pairs[0]], np.asarray(pairs[1], dtype=np.int64)
+        building = np.zeros(fix.size, dtype=np.bool_)
+        circle = self._circle[item]
+        ci, pi = np.flatnonzero(circle), np.flatnonzero(~circle)
+        centre = haversine_m(
+            self._centre_lon[item[ci]], self._centre_lat[item[ci]], lons[fix[ci]], lats[fix[ci]]
+        )
+        building[ci] = centre <= self._radius[item[ci]]
+        building[pi] = self._polygon_test(item[pi], x[fix[pi]], y[fix[pi]], inside=True) == 1.0
+        approach = building & ~np.isnan(self._approach[item])
+        near = np.flatnonzero(~building & ~np.isnan(self._approach[item]))
+        if near.size:
+            distance = self._building_distance(item[near], lons[fix[near]], lats[fix[near]])
+            approach[near] = distance <= self._approach[item[near]]
+        fixes = np.concatenate([fix[building], fix[approach]])
+        items = np.concatenate([item[building], item[approach]])
+        zones = np.repeat(np.array([ZONE_BUILDING, ZONE_APPROACH], np.int8), [building.sum(), approach.sum()])
+        order = np.argsort(fixes, kind="stable")
+        return fixes[order], items[order], zones[order]
+
+    def query_bulk(self, lons: npt.ArrayLike, lats: npt.ArrayLike) -> ZoneHits:
+        """Every (fix, zone) containment pair; non-finite coordinates match nothing."""
+        fixes, items, zones = self._match(
+            np.atleast_1d(np.asarray(lons, np.float64)), np.atleast_1d(np.asarray(lats, np.float64))
+        )
+        return ZoneHits(fixes, self._fence_ids[items], zones)
+
+    def query(self, lon: float, lat: float) -> list[IndexedFence]:
+        """The zones containing one point, buildings before approach zones."""
+        _, items, zones = self._match(np.array([lon], np.float64), np.array([lat], np.float64))
+        hits = [self._describe(item, zone) for item, zone in zip(items.tolist(), zones.tolist(), strict=True)]
+        return sorted(hits, key=lambda hit: (hit.zone != "building", hit.fence_id))
+
+    def _describe(self, item: int, zone: int) -> IndexedFence:
+        kind = "circle" if self._circle[item] else "polygon"
+        return IndexedFence(int(self._fence_ids[item]), int(self._place_ids[item]), kind, ZONE_NAMES[zone])
+
+    def distance_m(
+        self,
+        fence_ids: npt.ArrayLike,
+        lons: npt.ArrayLike,
+        lats: npt.ArrayLike,
+        zones: npt.ArrayLike | None = None,
+    ) -> FloatArray:
+        """Metres from each point to its fence's zone (building unless `zones` says), 0 inside.
+
+        Unknown fences (e.g. deleted since a device entered them), approach zones of places without
+        one, and non-finite points are infinitely far. An approach distance is the building distance
+        less the approach width, which is exact for the true buffer.
+        """
+        items = self._items_of(fence_ids)
+        lon_arr, lat_arr = (
+            np.broadcast_to(np.asarray(lons, np.float64), items.shape),
+            np.broadcast_to(np.asarray(lats, np.float64), items.shape),
+        )
+        out = np.full(items.shape, np.inf)
+        known = np.flatnonzero((items >= 0) & np.isfinite(lon_arr) & np.isfinite(lat_arr))
+        distance = self._building_distance(items[known], lon_arr[known], lat_arr[known])
+        if zones is not None:
+            approach = np.broadcast_to(np.asarray(zones), items.shape)[known] == ZONE_APPROACH
+            width = self._approach[items[known][approach]]
+            distance[approach] = np.where(
+                np.isnan(width), np.inf, np.maximum(distance[approach] - width, 0.0)
+            )
+        out[known] = distance
+        return out
+
+    def fences_near(self, lon: float, lat: float, radius_m: float) -> list[tuple[IndexedFence, float]]:
+        """Building zones within `radius_m` of the point, nearest first, with their distances."""
+        x, y = self._project(np.array([lon]), np.array([lat]))
+        if not (len(self) and np.isfinite(x[0]) and np.isfinite(y[0]) and radius_m >= 0):
+            return []
+        # Widen x by the point's own latitude scale (plus room): fences within a few km share it.
+        reach_x = (
+            radius_m
+            * 1.1
+            / max(math.cos(math.radians(lat)) / math.cos(math.radians(self._project.lat0)), 1e-6)
+        )
+        box = shapely.box(x[0] - reach_x, y[0] - radius_m * 1.1, x[0] + reach_x, y[0] + radius_m * 1.1)
+        items = np.asarray(self._tree.query(box), dtype=np.int64)
+        distance = self._building_distance(items, np.full(items.size, lon), np.full(items.size, lat))
+        near = sorted((d, i) for d, i in zip(distance.tolist(), items.tolist(), strict=True) if d <= radius_m)
+        return [(self._describe(item, ZONE_BUILDING), d) for d, item in near]

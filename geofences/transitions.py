@@ -1,0 +1,161 @@
+"""Pure transition logic: a device's previous state and one fix -> its new state and events.
+
+Times are the device's own timestamps (float epoch seconds), so replays and out-of-order uploads
+are recognised by what the device says, not by when they arrive. Keys identify one zone of one
+fence (the engine uses `(fence_id, zone)`); this module only hashes and compares them.
+
+GPS reality shapes the rules: an enter needs a fix accurate enough to trust; an exit needs the fix
+to be outside by at least its own accuracy (and a floor), so jitter at the boundary fires nothing;
+stale fixes and impossible jumps change nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
+from typing import Generic, Literal, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+TransitionKind = Literal["enter", "exit", "dwell"]
+Verdict = Literal["accept", "ignore", "jump"]
+EARTH_RADIUS_M = 6371008.8
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionConfig:
+    max_enter_accuracy_m: float = 100.0
+    min_exit_margin_m: float = 10.0
+    dwell_after_s: float = 300.0
+    max_speed_mps: float = 80.0
+    # After this many implausible jumps in a row, the next fix is believed: otherwise one bad
+    # accepted fix would anchor the device until time alone made the distance plausible.
+    max_rejected_jumps: int = 3
+
+
+DEFAULT_CONFIG = TransitionConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class FenceState:
+    """A zone the device is inside; zones it is outside of have no state at all."""
+
+    entered_at: float
+    dwell_fired: bool = False
+
+
+@dataclass(frozen=True)  # no slots: slotted generic dataclasses break `DeviceState[K]()` on 3.11
+class DeviceState(Generic[K]):
+    """What the previous fixes left behind. Never mutated: `step` returns a new one."""
+
+    last_ts: float | None = None
+    last_lon: float | None = None
+    last_lat: float | None = None
+    fences: Mapping[K, FenceState] = field(default_factory=dict)
+    rejected_jumps: int = 0  # consecutive implausible jumps since the last accepted fix
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    ts: float
+    lon: float
+    lat: float
+    accuracy_m: float  # NaN or negative means unknown, treated as infinitely inaccurate
+    speed_mps: float | None = None
+
+
+@dataclass(frozen=True)
+class TransitionEvent(Generic[K]):
+    kind: TransitionKind
+    key: K
+    ts: float
+
+
+def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(a, 1.0)))
+
+
+def accuracy_of(fix: Fix) -> float:
+    return fix.accuracy_m if fix.accuracy_m >= 0 else math.inf  # NaN fails the comparison too
+
+
+def assess(state: DeviceState[K], fix: Fix, config: TransitionConfig) -> Verdict:
+    """Whether the fix may move the device: accept it, ignore it, or count it as a jump."""
+    if not (math.isfinite(fix.ts) and math.isfinite(fix.lon) and math.isfinite(fix.lat)):
+        return "ignore"
+    if state.last_ts is not None and fix.ts <= state.last_ts:
+        return "ignore"  # stale, out of order or replayed
+    if fix.speed_mps is not None and fix.speed_mps > config.max_speed_mps:
+        return "ignore"
+    if state.last_ts is None or state.last_lon is None or state.last_lat is None:
+        return "accept"
+    travelled = haversine_m(state.last_lon, state.last_lat, fix.lon, fix.lat)
+    if travelled / (fix.ts - state.last_ts) > config.max_speed_mps:
+        return "jump" if state.rejected_jumps < config.max_rejected_jumps else "accept"
+    return "accept"
+
+
+def step(
+    state: DeviceState[K],
+    fix: Fix,
+    inside: AbstractSet[K],
+    distance_m: Mapping[K, float],
+    config: TransitionConfig = DEFAULT_CONFIG,
+) -> tuple[DeviceState[K], list[TransitionEvent[K]]]:
+    """Apply one fix.
+
+    `inside` holds the zones containing the fix; `distance_m` must give, for every zone in
+    `state.fences` that is not in `inside`, the fix's distance to it in metres. Events of one fix
+    come exits first, then enters, then dwells.
+    """
+    verdict = assess(state, fix, config)
+    if verdict == "ignore":
+        return state, []
+    if verdict == "jump":
+        return replace(state, rejected_jumps=state.rejected_jumps + 1), []
+    accuracy = accuracy_of(fix)
+    fences = dict(state.fences)
+    events = _exits(fences, fix.ts, inside, distance_m, max(accuracy, config.min_exit_margin_m))
+    if accuracy <= config.max_enter_accuracy_m:
+        events += _enters(fences, fix.ts, inside)
+    events += _dwells(fences, fix.ts, config.dwell_after_s)
+    return DeviceState(fix.ts, fix.lon, fix.lat, fences, 0), events
+
+
+def _exits(
+    fences: dict[K, FenceState],
+    ts: float,
+    inside: AbstractSet[K],
+    distance_m: Mapping[K, float],
+    margin: float,
+) -> list[TransitionEvent[K]]:
+    gone = [key for key in fences if key not in inside and distance_m[key] >= margin]
+    for key in gone:
+        del fences[key]
+    return [TransitionEvent("exit", key, ts) for key in gone]
+
+
+def _enters(fences: dict[K, FenceState], ts: float, inside: AbstractSet[K]) -> list[TransitionEvent[K]]:
+    new = [key for key in inside if key not in fences]
+    for key in new:
+        fences[key] = FenceState(entered_at=ts)
+    return [TransitionEvent("enter", key, ts) for key in new]
+
+
+def _dwells(fences: dict[K, FenceState], ts: float, dwell_after_s: float) -> list[TransitionEvent[K]]:
+    # Checked on every accepted fix while the state says inside, including fixes in the
+    # hysteresis band just outside: the device has not left, so its time there counts.
+    due = [
+        key
+        for key, fence in fences.items()
+        if not fence.dwell_fired and ts - fence.entered_at >= dwell_after_s
+    ]
+    for key in due:
+        fences[key] = FenceState(fences[key].entered_at, dwell_fired=True)
+    return [TransitionEvent("dwell", key, ts) for key in due]

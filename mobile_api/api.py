@@ -1,0 +1,213 @@
+"""Mobile API `/v1`: devices, fixes, check-ins. Thin: parse, authenticate, call a service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, status
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from geofences.transitions import TransitionConfig
+from infra.deps import UowDep
+from infra.settings import Settings
+from mobile_api.deps import DeviceDep
+from mobile_api.schemas import (
+    DeviceIn,
+    FixAccepted,
+    FixBatchIn,
+    FixIn,
+    Latitude,
+    Longitude,
+    Purpose,
+    Timestamp,
+)
+from services import checkins, devices
+from services.devices import DeviceAuth
+from services.errors import Unauthorized
+from services.orgs import authenticate_api_key
+from services.tracking import FixOutcome, FixRecord, record_fixes
+from services.uow import UnitOfWork
+
+router = APIRouter(prefix="/v1", tags=["mobile"])
+
+
+def transition_config(settings: Settings) -> TransitionConfig:
+    return TransitionConfig(
+        max_enter_accuracy_m=settings.max_enter_accuracy_m,
+        min_exit_margin_m=settings.min_exit_margin_m,
+        dwell_after_s=settings.dwell_after_s,
+        max_speed_mps=settings.max_speed_mps,
+    )
+
+
+def to_record(fix: FixIn) -> FixRecord:
+    return FixRecord(fix.ts, fix.lon, fix.lat, fix.accuracy_m, fix.speed_mps)
+
+
+async def ingest(
+    request: Request,
+    uow: UnitOfWork,
+    device: DeviceAuth,
+    fixes: list[FixIn],
+    *,
+    batch_id: str | None = None,
+    source: str = "native",
+) -> FixOutcome:
+    """The one service call every protocol (native, OwnTracks, OsmAnd) ends in."""
+    index = await request.app.state.indexes.get(device.organisation_id)
+    outcome = await record_fixes(
+        uow,
+        device=device,
+        fixes=[to_record(f) for f in fixes],
+        index=index,
+        config=transition_config(request.app.state.settings),
+        batch_id=batch_id,
+        source=source,
+    )
+    if outcome.events:
+        hook = request.app.state.events_recorded
+        event_ids = [e.id for e in outcome.events]
+        uow.after_commit(lambda: hook(device.organisation_id, event_ids))
+    return outcome
+
+
+def _accepted(outcome: FixOutcome) -> FixAccepted:
+    return FixAccepted(
+        accepted=outcome.accepted, duplicate=outcome.duplicate, events=[e.as_dict() for e in outcome.events]
+    )
+
+
+class Registered(BaseModel):
+    device_id: int
+    credential: str = Field(description="Shown once; send as 'Authorization: Bearer <credential>'")
+
+
+@router.post("/devices", status_code=status.HTTP_201_CREATED, response_model=Registered)
+async def register_device(
+    body: DeviceIn,
+    uow: UowDep,
+    enrolment_key: Annotated[
+        str | None, Header(alias="X-Enrolment-Key", description="The organisation's app key")
+    ] = None,
+) -> Registered:
+    """Register a device with the organisation's enrolment key (shipped inside its app)."""
+    if not enrolment_key:
+        raise Unauthorized("send the organisation's enrolment key as 'X-Enrolment-Key'")
+    organisation = await authenticate_api_key(uow.session, enrolment_key, purpose="enrolment")
+    device_id, credential = await devices.register_device(
+        uow.session, organisation_id=organisation.organisation_id, fields=body.model_dump()
+    )
+    return Registered(device_id=device_id, credential=credential)
+
+
+@router.get("/devices/me")
+async def get_device(device: DeviceDep, uow: UowDep) -> dict[str, Any]:
+    exported = await devices.export_device(uow.session, device.device_id, include_history=False)
+    device_row: dict[str, Any] = exported["device"]
+    return device_row
+
+
+class Credential(BaseModel):
+    credential: str
+
+
+@router.post("/devices/me/credential", response_model=Credential)
+async def rotate_credential(device: DeviceDep, uow: UowDep, request: Request) -> Credential:
+    """Issue a new credential; the old one stops working at once."""
+    credential = await devices.rotate_credential(uow.session, device.device_id)
+    request.app.state.credentials.forget_device(device.device_id)
+    return Credential(credential=credential)
+
+
+class FcmTokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fcm_token: str | None = Field(min_length=1, max_length=4096)
+
+
+@router.put("/devices/me/fcm-token", status_code=status.HTTP_204_NO_CONTENT)
+async def update_fcm_token(body: FcmTokenIn, device: DeviceDep, uow: UowDep) -> Response:
+    await devices.update_device(uow.session, device.device_id, {"fcm_token": body.fcm_token})
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class ConsentsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    consents: dict[Purpose, bool]
+
+
+@router.put("/devices/me/consents")
+async def set_consents(body: ConsentsIn, device: DeviceDep, uow: UowDep) -> dict[str, bool]:
+    """Grant or withdraw consent per purpose (offers, tasks, analytics); enforced when sending."""
+    consents = {str(k): v for k, v in body.consents.items()}
+    return await devices.set_consents(uow.session, device.device_id, consents)
+
+
+@router.get("/devices/me/export")
+async def export_device(device: DeviceDep, uow: UowDep) -> dict[str, Any]:
+    """Everything stored about this device, as JSON."""
+    return await devices.export_device(uow.session, device.device_id)
+
+
+@router.delete("/devices/me", status_code=status.HTTP_204_NO_CONTENT)
+async def erase_device(device: DeviceDep, uow: UowDep, request: Request) -> Response:
+    """Erase the device and all its data (fixes, events, visits, inbox)."""
+    await devices.erase_device(uow.session, device.device_id)
+    request.app.state.credentials.forget_device(device.device_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/fixes", status_code=status.HTTP_202_ACCEPTED, response_model=FixAccepted)
+async def post_fix(body: FixIn, device: DeviceDep, uow: UowDep, request: Request) -> FixAccepted:
+    """One fix. 202 means it is stored; events it caused are in the answer and on their way."""
+    return _accepted(await ingest(request, uow, device, [body]))
+
+
+@router.post("/fixes/batch", status_code=status.HTTP_202_ACCEPTED, response_model=FixAccepted)
+async def post_fix_batch(body: FixBatchIn, device: DeviceDep, uow: UowDep, request: Request) -> FixAccepted:
+    """Up to 1,000 fixes, idempotent on `batch_id`: a replay stores nothing and says `duplicate`."""
+    return _accepted(await ingest(request, uow, device, body.fixes, batch_id=body.batch_id))
+
+
+class CheckInIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    place_id: int = Field(ge=1)
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
+    ts: Timestamp | None = None
+    qr_token: str | None = Field(default=None, max_length=500)
+
+
+class CheckOutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    place_id: int = Field(ge=1)
+
+
+@router.post("/checkins", status_code=status.HTTP_201_CREATED)
+async def check_in(body: CheckInIn, device: DeviceDep, uow: UowDep, request: Request) -> dict[str, Any]:
+    """Check in at a place: proven by a fix within its fence (allowing for accuracy) or a signed QR token."""
+    settings: Settings = request.app.state.settings
+    event = await checkins.check_in(
+        uow,
+        device=device,
+        place_id=body.place_id,
+        lat=body.lat,
+        lon=body.lon,
+        accuracy_m=body.accuracy_m,
+        at=body.ts,
+        qr_token=body.qr_token,
+        secret=settings.secret_key.get_secret_value(),
+        max_accuracy_m=settings.checkin_max_accuracy_m,
+    )
+    hook = request.app.state.events_recorded
+    uow.after_commit(lambda: hook(device.organisation_id, [event.id]))
+    return event.as_dict()
+
+
+@router.post("/checkouts", status_code=status.HTTP_201_CREATED)
+async def check_out(body: CheckOutIn, device: DeviceDep, uow: UowDep, request: Request) -> dict[str, Any]:
+    event = await checkins.check_out(uow, device=device, place_id=body.place_id)
+    hook = request.app.state.events_recorded
+    uow.after_commit(lambda: hook(device.organisation_id, [event.id]))
+    return event.as_dict()

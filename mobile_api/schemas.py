@@ -1,0 +1,92 @@
+"""Wire shapes of the mobile API (`/v1`). Coordinates are checked here, at the edge."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+# A device clock may run a little fast; beyond this a timestamp is a bug, not drift.
+MAX_CLOCK_SKEW = timedelta(minutes=10)
+# Older fixes (offline queues) are accepted, but not from before GPS phones existed.
+OLDEST_FIX = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _sane_timestamp(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        raise ValueError("timestamp is in the future (more than 10 minutes ahead of the server clock)")
+    if value < OLDEST_FIX:
+        raise ValueError("timestamp is before the year 2000")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_sane_timestamp)]
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, description="WGS 84 latitude")]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, description="WGS 84 longitude")]
+
+
+class FixIn(BaseModel):
+    """One location fix as every protocol (native, OwnTracks, Traccar/OsmAnd) delivers it."""
+
+    model_config = ConfigDict(extra="ignore")
+    lat: Latitude
+    lon: Longitude
+    ts: Timestamp = Field(description="When the device measured the fix (ISO 8601 or epoch seconds)")
+    accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
+    speed_mps: float | None = Field(default=None, ge=0, le=1000, allow_inf_nan=False)
+    heading: float | None = Field(default=None, ge=0, le=360, allow_inf_nan=False)
+    altitude_m: float | None = Field(default=None, ge=-1000, le=100_000, allow_inf_nan=False)
+    battery: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
+
+
+class FixBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch_id: str = Field(
+        min_length=1, max_length=100, description="Client-chosen id; a replay stores nothing twice"
+    )
+    fixes: list[FixIn] = Field(min_length=1, max_length=1000)
+
+
+class FixAccepted(BaseModel):
+    accepted: int
+    duplicate: bool = False
+    events: list[dict[str, object]] = Field(default_factory=list)
+
+
+Purpose = Literal["offers", "tasks", "analytics"]
+
+
+class DeviceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    platform: Literal["android", "ios", "web"]
+    role: Literal["visitor", "staff"] = "visitor"
+    fcm_token: str | None = Field(default=None, min_length=1, max_length=4096)
+    locale: str = Field(
+        default="en", min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$"
+    )
+    timezone: str = Field(default="Europe/Helsinki", max_length=64)
+    consents: dict[Purpose, bool] = Field(default_factory=dict)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=50
+    )
+    team: str | None = Field(default=None, max_length=100)
+    external_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Id an OwnTracks/Traccar client sends (OwnTracks: 'user/device')",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown IANA timezone {value!r}") from error
+        return value

@@ -1,0 +1,126 @@
+"""Explicit check-in and check-out, proven by proximity or by a signed QR token for the place."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+
+from services.devices import DeviceAuth
+from services.errors import Forbidden, NotFound, Problem, ValidationFailed
+from services.tracking import RecordedEvent, current_visit, lock_state, open_visit, write_outbox
+from services.uow import UnitOfWork
+
+
+def _sign(secret: str, message: str) -> str:
+    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()[:18]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def issue_qr_token(secret: str, organisation_id: int, place_id: int, ttl_s: int) -> str:
+    """`<place>.<expiry>.<signature>`: printable at the door, useless for any other place or organisation."""
+    expires = int(time.time()) + ttl_s
+    return f"{place_id}.{expires}.{_sign(secret, f'{organisation_id}:{place_id}:{expires}')}"
+
+
+def verify_qr_token(secret: str, organisation_id: int, place_id: int, token: str) -> None:
+    try:
+        token_place, expires, signature = token.split(".")
+        valid = int(token_place) == place_id and hmac.compare_digest(
+            signature, _sign(secret, f"{organisation_id}:{place_id}:{int(expires)}")
+        )
+    except ValueError:
+        valid = False
+    if not valid:
+        raise Forbidden("the QR token is not valid for this place")
+    if int(expires) < time.time():
+        raise Forbidden("the QR token has expired; print a new one from the admin UI")
+
+
+async def _record(
+    uow: UnitOfWork, device: DeviceAuth, place_id: int, kind: str, at: datetime, visit_id: int | None
+) -> RecordedEvent:
+    row = (
+        await uow.session.execute(
+            text(
+                "INSERT INTO events (organisation_id, device_id, place_id, kind, zone, occurred_at, visit_id)"
+                " VALUES (:o, :d, :p, :k, 'building', :at, :v) RETURNING id"
+            ),
+            {
+                "o": device.organisation_id,
+                "d": device.device_id,
+                "p": place_id,
+                "k": kind,
+                "at": at,
+                "v": visit_id,
+            },
+        )
+    ).scalar_one()
+    await write_outbox(uow.session, [row])
+    return RecordedEvent(row, kind, place_id, None, "building", at, visit_id)
+
+
+async def _place_exists(uow: UnitOfWork, organisation_id: int, place_id: int) -> None:
+    found = await uow.session.execute(
+        text("SELECT 1 FROM places WHERE id = :p AND organisation_id = :o"),
+        {"p": place_id, "o": organisation_id},
+    )
+    if found.first() is None:
+        raise NotFound(f"place {place_id} not found")
+
+
+async def check_in(
+    uow: UnitOfWork,
+    *,
+    device: DeviceAuth,
+    place_id: int,
+    lat: float | None,
+    lon: float | None,
+    accuracy_m: float | None,
+    at: datetime | None,
+    qr_token: str | None,
+    secret: str,
+    max_accuracy_m: float,
+) -> RecordedEvent:
+    await _place_exists(uow, device.organisation_id, place_id)
+    if qr_token is not None:
+        verify_qr_token(secret, device.organisation_id, place_id, qr_token)
+    elif lat is None or lon is None:
+        raise ValidationFailed(
+            "proof needed", [Problem("lat", "send a fix (lat, lon, accuracy_m) or a qr_token")]
+        )
+    else:
+        allowance = min(accuracy_m if accuracy_m is not None else max_accuracy_m, max_accuracy_m)
+        near = await uow.session.execute(
+            text(
+                "SELECT 1 FROM geofences WHERE place_id = :p AND ST_DWithin(geom::geography,"
+                " ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography,"
+                " COALESCE(radius_m, 0) + :allow) LIMIT 1"
+            ),
+            {"p": place_id, "lon": lon, "lat": lat, "allow": allowance},
+        )
+        if near.first() is None:
+            raise Forbidden(
+                f"the fix is not within {allowance:.0f} m of place {place_id}; check in at the building"
+            )
+    await lock_state(uow.session, device.device_id)  # serialise with this device's fix processing
+    when = at or datetime.now(UTC)
+    visit_id = await open_visit(uow.session, device, place_id, when, checked_in=True)
+    return await _record(uow, device, place_id, "checkin", when, visit_id)
+
+
+async def check_out(uow: UnitOfWork, *, device: DeviceAuth, place_id: int) -> RecordedEvent:
+    await _place_exists(uow, device.organisation_id, place_id)
+    await lock_state(uow.session, device.device_id)
+    visit_id = await current_visit(uow.session, device.device_id, place_id)
+    if visit_id is None:
+        raise NotFound(f"no open visit at place {place_id} to check out of")
+    when = datetime.now(UTC)
+    await uow.session.execute(
+        text("UPDATE visits SET ended_at = :at WHERE id = :v"), {"at": when, "v": visit_id}
+    )
+    return await _record(uow, device, place_id, "checkout", when, visit_id)

@@ -1,0 +1,333 @@
+"""Use cases of the geofence engine: record fixes, check in, check out.
+
+One device's fixes are processed under a row lock on its state (`SELECT … FOR UPDATE`), so
+concurrent requests and several API replicas see one consistent sequence: one crossing, one enter.
+Events and their outbox rows are written in the same transaction as the fixes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from geofences.index import FenceIndex
+from geofences.transitions import DeviceState, FenceState, Fix, TransitionConfig, TransitionEvent, step
+from services.devices import DeviceAuth
+from services.errors import NotFound
+from services.uow import UnitOfWork
+
+ZONES = ("building", "approach")
+ZoneKey = tuple[int, int]  # (fence_id, zone code: 0 building, 1 approach)
+
+
+@dataclass(frozen=True, slots=True)
+class FixRecord:
+    ts: datetime
+    lon: float
+    lat: float
+    accuracy_m: float | None = None
+    speed_mps: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    id: int
+    kind: str
+    place_id: int
+    fence_id: int | None
+    zone: str
+    occurred_at: datetime
+    visit_id: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "place_id": self.place_id,
+            "fence_id": self.fence_id,
+            "zone": self.zone,
+            "occurred_at": self.occurred_at.isoformat(),
+            "visit_id": self.visit_id,
+        }
+
+
+@dataclass
+class FixOutcome:
+    accepted: int
+    duplicate: bool = False
+    events: list[RecordedEvent] = field(default_factory=list)
+
+
+# ---- state (de)serialisation: JSONB on device_states ----
+
+
+def load_state(raw: dict[str, Any]) -> DeviceState[ZoneKey]:
+    fences: dict[ZoneKey, FenceState] = {}
+    for key, (entered_at, dwell_fired) in (raw.get("fences") or {}).items():
+        fence_id, zone = key.split(":")
+        fences[(int(fence_id), int(zone))] = FenceState(float(entered_at), bool(dwell_fired))
+    return DeviceState(
+        raw.get("last_ts"),
+        raw.get("last_lon"),
+        raw.get("last_lat"),
+        fences,
+        int(raw.get("rejected_jumps", 0)),
+    )
+
+
+def dump_state(state: DeviceState[ZoneKey]) -> dict[str, Any]:
+    return {
+        "last_ts": state.last_ts,
+        "last_lon": state.last_lon,
+        "last_lat": state.last_lat,
+        "rejected_jumps": state.rejected_jumps,
+        "fences": {f"{f}:{z}": [s.entered_at, s.dwell_fired] for (f, z), s in state.fences.items()},
+    }
+
+
+def run_transitions(
+    index: FenceIndex, state: DeviceState[ZoneKey], fixes: Sequence[FixRecord], config: TransitionConfig
+) -> tuple[DeviceState[ZoneKey], list[TransitionEvent[ZoneKey]]]:
+    """Pure: one device's fixes in device-time order through the index and the transition rules."""
+    ordered = sorted(fixes, key=lambda f: f.ts)
+    lons = np.fromiter((f.lon for f in ordered), np.float64, len(ordered))
+    lats = np.fromiter((f.lat for f in ordered), np.float64, len(ordered))
+    hits = index.query_bulk(lons, lats)
+    inside: list[set[ZoneKey]] = [set() for _ in ordered]
+    for fix_idx, fence_id, zone in zip(
+        hits.fix_idx.tolist(), hits.fence_ids.tolist(), hits.zones.tolist(), strict=True
+    ):
+        inside[fix_idx].add((fence_id, zone))
+    events: list[TransitionEvent[ZoneKey]] = []
+    for position, record in enumerate(ordered):
+        outside = [key for key in state.fences if key not in inside[position]]
+        distances: dict[ZoneKey, float] = {}
+        if outside:
+            measured = index.distance_m(
+                [k[0] for k in outside], record.lon, record.lat, [k[1] for k in outside]
+            )
+            distances = dict(zip(outside, measured.tolist(), strict=True))
+        fix = Fix(
+            record.ts.timestamp(),
+            record.lon,
+            record.lat,
+            math.nan if record.accuracy_m is None else record.accuracy_m,
+            record.speed_mps,
+        )
+        state, new = step(state, fix, inside[position], distances, config)
+        events += new
+    return state, events
+
+
+# ---- persistence ----
+
+INSERT_FIXES = text("""
+INSERT INTO fixes (organisation_id, device_id, device_ts, lon, lat, accuracy_m, speed_mps, batch_id, source)
+SELECT :org, :device, * FROM unnest(
+    CAST(:ts AS timestamptz[]), CAST(:lon AS float8[]), CAST(:lat AS float8[]),
+    CAST(:acc AS float8[]), CAST(:speed AS float8[])
+), LATERAL (SELECT CAST(:batch AS text), CAST(:source AS text)) AS meta
+""")
+
+INSERT_EVENTS = text("""
+INSERT INTO events (organisation_id, device_id, place_id, fence_id, kind, zone, occurred_at)
+SELECT :org, :device, g.place_id, g.id, e.kind, e.zone, e.at
+FROM unnest(CAST(:fence AS bigint[]), CAST(:kind AS text[]), CAST(:zone AS text[]),
+            CAST(:at AS timestamptz[]))
+     WITH ORDINALITY AS e(fence_id, kind, zone, at, n)
+JOIN geofences g ON g.id = e.fence_id AND g.organisation_id = :org
+ORDER BY e.n
+RETURNING id, kind, place_id, fence_id, zone, occurred_at
+""")
+
+
+async def lock_state(session: AsyncSession, device_id: int) -> DeviceState[ZoneKey]:
+    raw = (
+        await session.execute(
+            text("SELECT state FROM device_states WHERE device_id = :d FOR UPDATE"), {"d": device_id}
+        )
+    ).scalar_one_or_none()
+    if raw is None:
+        raise NotFound("device not found (erased?)")
+    return load_state(raw)
+
+
+async def _save_state(session: AsyncSession, device_id: int, state: DeviceState[ZoneKey]) -> None:
+    await session.execute(
+        text("UPDATE device_states SET state = CAST(:s AS jsonb), updated_at = now() WHERE device_id = :d"),
+        {"s": _json(dump_state(state)), "d": device_id},
+    )
+
+
+def _json(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value).decode()
+
+
+async def _attach_visits(
+    session: AsyncSession,
+    device: DeviceAuth,
+    events: list[RecordedEvent],
+    state: DeviceState[ZoneKey],
+    fence_places: dict[int, int],
+) -> list[RecordedEvent]:
+    """A check-in and a detected enter of the same stay are one visit: building enters join an open one."""
+    out = []
+    for event in events:
+        visit_id: int | None = None
+        if event.zone == "building" and event.kind in ("enter", "dwell"):
+            visit_id = await open_visit(session, device, event.place_id, event.occurred_at, detected=True)
+        elif event.zone == "building" and event.kind == "exit":
+            still_inside = any(z == 0 and fence_places.get(f) == event.place_id for f, z in state.fences)
+            visit_id = await current_visit(session, device.device_id, event.place_id)
+            if not still_inside and visit_id is not None:
+                await session.execute(
+                    text("UPDATE visits SET ended_at = :at WHERE id = :v"),
+                    {"at": event.occurred_at, "v": visit_id},
+                )
+        if visit_id is not None:
+            await session.execute(
+                text("UPDATE events SET visit_id = :v WHERE id = :e"), {"v": visit_id, "e": event.id}
+            )
+        out.append(
+            RecordedEvent(
+                event.id, event.kind, event.place_id, event.fence_id, event.zone, event.occurred_at, visit_id
+            )
+        )
+    return out
+
+
+async def current_visit(session: AsyncSession, device_id: int, place_id: int) -> int | None:
+    return (
+        await session.execute(
+            text("SELECT id FROM visits WHERE device_id = :d AND place_id = :p AND ended_at IS NULL"),
+            {"d": device_id, "p": place_id},
+        )
+    ).scalar_one_or_none()
+
+
+async def open_visit(
+    session: AsyncSession,
+    device: DeviceAuth,
+    place_id: int,
+    at: datetime,
+    *,
+    detected: bool = False,
+    checked_in: bool = False,
+) -> int:
+    existing = await current_visit(session, device.device_id, place_id)
+    if existing is not None:
+        flag = "detected" if detected else "checked_in"
+        await session.execute(text(f"UPDATE visits SET {flag} = true WHERE id = :v"), {"v": existing})
+        return existing
+    visit_id: int = (
+        await session.execute(
+            text(
+                "INSERT INTO visits (organisation_id, device_id, place_id, started_at, detected, checked_in)"
+                " VALUES (:o, :d, :p, :at, :det, :chk) RETURNING id"
+            ),
+            {
+                "o": device.organisation_id,
+                "d": device.device_id,
+                "p": place_id,
+                "at": at,
+                "det": detected,
+                "chk": checked_in,
+            },
+        )
+    ).scalar_one()
+    return visit_id
+
+
+async def write_outbox(session: AsyncSession, event_ids: list[int]) -> None:
+    if event_ids:
+        await session.execute(
+            text("INSERT INTO outbox (event_id) SELECT unnest(CAST(:ids AS bigint[]))"), {"ids": event_ids}
+        )
+
+
+async def record_fixes(
+    uow: UnitOfWork,
+    *,
+    device: DeviceAuth,
+    fixes: Sequence[FixRecord],
+    index: FenceIndex,
+    config: TransitionConfig,
+    batch_id: str | None = None,
+    source: str = "native",
+) -> FixOutcome:
+    session = uow.session
+    if batch_id is not None:
+        claimed = (
+            await session.execute(
+                text(
+                    "INSERT INTO fix_batches (device_id, batch_id, fix_count) VALUES (:d, :b, :n)"
+                    " ON CONFLICT DO NOTHING RETURNING fix_count"
+                ),
+                {"d": device.device_id, "b": batch_id, "n": len(fixes)},
+            )
+        ).scalar_one_or_none()
+        if claimed is None:
+            seen = (
+                await session.execute(
+                    text("SELECT fix_count FROM fix_batches WHERE device_id = :d AND batch_id = :b"),
+                    {"d": device.device_id, "b": batch_id},
+                )
+            ).scalar_one()
+            return FixOutcome(accepted=int(seen), duplicate=True)
+    state = await lock_state(session, device.device_id)
+    await session.execute(
+        INSERT_FIXES,
+        {
+            "org": device.organisation_id,
+            "device": device.device_id,
+            "ts": [f.ts for f in fixes],
+            "lon": [f.lon for f in fixes],
+            "lat": [f.lat for f in fixes],
+            "acc": [f.accuracy_m for f in fixes],
+            "speed": [f.speed_mps for f in fixes],
+            "batch": batch_id,
+            "source": source,
+        },
+    )
+    new_state, transitions = run_transitions(index, state, fixes, config)
+    await _save_state(session, device.device_id, new_state)
+    if not transitions:
+        return FixOutcome(accepted=len(fixes))
+    rows = (
+        await session.execute(
+            INSERT_EVENTS,
+            {
+                "org": device.organisation_id,
+                "device": device.device_id,
+                "fence": [t.key[0] for t in transitions],
+                "kind": [t.kind for t in transitions],
+                "zone": [ZONES[t.key[1]] for t in transitions],
+                "at": [datetime.fromtimestamp(t.ts, UTC) for t in transitions],
+            },
+        )
+    ).all()
+    recorded = [
+        RecordedEvent(r.id, r.kind, r.place_id, r.fence_id, r.zone, r.occurred_at, None) for r in rows
+    ]
+    fence_places = await _fence_places(session, [f for f, _ in new_state.fences])
+    recorded = await _attach_visits(session, device, recorded, new_state, fence_places)
+    await write_outbox(session, [e.id for e in recorded])
+    return FixOutcome(accepted=len(fixes), events=recorded)
+
+
+async def _fence_places(session: AsyncSession, fence_ids: list[int]) -> dict[int, int]:
+    if not fence_ids:
+        return {}
+    rows = await session.execute(
+        text("SELECT id, place_id FROM geofences WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": fence_ids}
+    )
+    return {int(r.id): int(r.place_id) for r in rows}
