@@ -37,10 +37,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = make_session_factory(engine)
         app.state.redis = redis
 
-        session_factory = app.state.session_factory
+        # Index builds get their own small pool: a request holding a connection while it waits
+        # for the index must never starve the build of one.
+        index_engine = make_engine(settings.database_url, pool_size=2)
+        index_sessions = make_session_factory(index_engine)
 
         async def load_fences(organisation_id: int) -> FenceRows:
-            async with session_factory() as session:
+            async with index_sessions() as session:
                 return await PlaceRepository(session).fences_for_index(organisation_id)
 
         async def fences_changed(organisation_id: int) -> None:
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.indexes.stop()
             await redis.aclose()
+            await index_engine.dispose()
             await engine.dispose()
 
     app = FastAPI(

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,7 +56,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def request_validation(request: Request, error: RequestValidationError) -> Response:
         problems = [
             {
-                "field": _loc_to_field(tuple(e.get("loc", ()))),
+                # A JSON syntax error's location is a character offset, not a field.
+                "field": "body"
+                if e.get("type") == "json_invalid"
+                else _loc_to_field(tuple(e.get("loc", ()))),
                 "reason": str(e.get("msg")),
                 "code": str(e.get("type")),
             }
@@ -71,6 +75,7 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("http_error", str(error.detail)), status_code=error.status_code, headers=error.headers
         )
 
+    @app.exception_handler(SQLAlchemyTimeoutError)
     @app.exception_handler(OperationalError)
     @app.exception_handler(ConnectionError)
     @app.exception_handler(OSError)

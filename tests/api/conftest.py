@@ -9,7 +9,9 @@ import pytest
 # A 200 m x 110 m block around Oodi, Helsinki.
 BLOCK = {
     "type": "Polygon",
-    "coordinates": [[[24.9370, 60.1735], [24.9406, 60.1735], [24.9406, 60.1745], [24.9370, 60.1745], [24.9370, 60.1735]]],
+    "coordinates": [
+        [[24.9370, 60.1735], [24.9406, 60.1735], [24.9406, 60.1745], [24.9370, 60.1745], [24.9370, 60.1735]]
+    ],
 }
 INSIDE = (24.9388, 60.1740)
 FAR_OUTSIDE = (24.9300, 60.1700)
@@ -32,7 +34,9 @@ async def world(client, app) -> World:
     async with unit_of_work(app.state.session_factory) as uow:
         organisation_id = await create_organisation(uow.session, name=slug, slug=slug)
         admin = await create_api_key(uow.session, organisation_id=organisation_id, name="admin")
-        enrol = await create_api_key(uow.session, organisation_id=organisation_id, name="app", purpose="enrolment")
+        enrol = await create_api_key(
+            uow.session, organisation_id=organisation_id, name="app", purpose="enrolment"
+        )
     body = {"name": "Oodi", "kind": "library", "fences": [{"geometry": BLOCK}]}
     place = await client.post("/admin/v1/places", json=body, headers={"X-API-Key": admin})
     assert place.status_code == 201
@@ -52,4 +56,10 @@ _clock = [datetime.now(UTC) - timedelta(hours=1)]
 def fix(lon_lat: tuple[float, float], accuracy: float = 10.0, seconds: float = 30.0, **extra) -> dict:
     """A fix `seconds` after the previous one made by this helper (device time moves forward)."""
     _clock[0] += timedelta(seconds=seconds)
-    return {"lon": lon_lat[0], "lat": lon_lat[1], "accuracy_m": accuracy, "ts": _clock[0].isoformat(), **extra}
+    return {
+        "lon": lon_lat[0],
+        "lat": lon_lat[1],
+        "accuracy_m": accuracy,
+        "ts": _clock[0].isoformat(),
+        **extra,
+    }
