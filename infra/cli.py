@@ -141,7 +141,11 @@ def import_osm(
     from services.uow import unit_of_work
 
     settings = get_settings()
-    tag_filter = parse_tag_filter(tags) if tags else DEFAULT_PUBLIC_TAGS
+    try:
+        tag_filter = parse_tag_filter(tags) if tags else DEFAULT_PUBLIC_TAGS
+    except ValueError as error:
+        console.print(f"[red]bad --tags:[/red] {error}")
+        raise typer.Exit(2) from error
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -154,7 +158,13 @@ def import_osm(
         def tick(done: int, total: int | None) -> None:
             progress.update(reading, completed=done, total=total)
 
-        result = read_osm_places(path, tag_filter, node_radius_m or settings.osm_node_radius_m, progress=tick)
+        try:
+            result = read_osm_places(
+                path, tag_filter, node_radius_m or settings.osm_node_radius_m, progress=tick
+            )
+        except (RuntimeError, OSError) as error:  # osmium reports a corrupt file as RuntimeError
+            console.print(f"[red]could not read {path}:[/red] {error}")
+            raise typer.Exit(2) from error
         progress.update(reading, completed=1, total=1)
 
         async def store(factory: Any) -> tuple[int, int]:
