@@ -82,11 +82,17 @@ def seed_demo() -> None:
     from infra.demo import seed_demo as seed
 
     key_file = get_settings().var_dir / "demo-api-key"
-    summary = _with_session(lambda factory: seed(factory, want_api_key=not key_file.exists()))
-    if summary["api_key"]:
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(summary["api_key"] + "\n")
-        key_file.chmod(0o600)
+    enrolment_file = get_settings().var_dir / "demo-enrolment-key"
+    summary = _with_session(
+        lambda factory: seed(
+            factory, want_api_key=not key_file.exists(), want_enrolment_key=not enrolment_file.exists()
+        )
+    )
+    for path, key in ((key_file, summary["api_key"]), (enrolment_file, summary["enrolment_key"])):
+        if key:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(key + "\n")
+            path.chmod(0o600)
     console.print(f"demo data: {summary['created']} places created, {summary['updated']} updated")
 
 
@@ -235,6 +241,56 @@ def export_geojson(
         typer.echo(text)
 
 
+@app.command()
+def simulate(
+    route: Annotated[
+        list[str] | None, typer.Option(help="visitor-oodi, staff-fire-station (repeatable)")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="API base URL (default: the local server)")] = None,
+    enrolment_key: Annotated[str | None, typer.Option(help="default: the demo organisation's")] = None,
+    speed: Annotated[float, typer.Option(help="walking speed, m/s")] = 1.4,
+    interval: Annotated[float, typer.Option(help="seconds between fixes")] = 5.0,
+    noise: Annotated[float, typer.Option(help="GPS noise, metres (1 sigma)")] = 4.0,
+    realtime: Annotated[bool, typer.Option(help="wait between fixes instead of replaying at once")] = False,
+) -> None:
+    """Walk simulated devices along routes through the HTTP API and print the events the server produced."""
+    import httpx
+
+    from infra.simulate import ROUTES, run_route
+
+    settings = get_settings()
+    key_file = settings.var_dir / "demo-enrolment-key"
+    key = enrolment_key or (key_file.read_text().strip() if key_file.exists() else None)
+    if not key:
+        console.print("[red]no enrolment key[/red]: pass --enrolment-key or run the demo first")
+        raise typer.Exit(2)
+    names = route or list(ROUTES)
+    unknown = [n for n in names if n not in ROUTES]
+    if unknown:
+        console.print(f"[red]unknown route(s) {unknown}[/red]; choose from {sorted(ROUTES)}")
+        raise typer.Exit(2)
+
+    def show(name: str, event: dict[str, Any]) -> None:
+        typer.echo(
+            f"{name}: {event['kind']:<6} {event['place_name']} ({event['zone']}) at {event['occurred_at']}"
+        )
+
+    base = url or f"http://{settings.api_host}:{settings.api_port}"
+    with httpx.Client(base_url=base, timeout=10) as http:
+        for name in names:
+            events = run_route(
+                http,
+                key,
+                ROUTES[name],
+                speed_mps=speed,
+                interval_s=interval,
+                noise_m=noise,
+                realtime=realtime,
+                on_event=show,
+            )
+            console.print(f"{name}: {len(events)} events")
+
+
 def _pidfile(settings: Settings, name: str) -> Path:
     return settings.var_dir / "run" / f"{name}.pid"
 
@@ -301,6 +357,9 @@ def up(
     if key_file.exists():
         console.print(f"  demo key   {key_file.read_text().strip()}   (also in {key_file})")
         console.print(f"  try        curl -H 'X-API-Key: $(cat {key_file})' '{base}/admin/v1/places?limit=5'")
+    console.print(
+        "  simulate   .venv/bin/placecast simulate   (a visitor walks into Oodi, a worker to the fire station)"
+    )
     console.print(f"  logs       {settings.var_dir / 'log'}")
     console.print("  Ctrl-C (or `infra/run.sh stop`) stops everything; data stays in var/.\n")
 

@@ -11,6 +11,7 @@ from geofences.models import Place
 from geofences.osm_import import DEFAULT_PUBLIC_TAGS, read_osm_places
 from infra.settings import PROJECT_ROOT
 from notifications.models import ContentItem, StaffTask
+from services.models import Role
 from services.orgs import create_api_key, get_or_create_organisation
 from services.places import upsert_places
 from services.uow import unit_of_work
@@ -47,7 +48,9 @@ async def _place_id(session: AsyncSession, organisation_id: int, name: str) -> i
     ).scalar_one_or_none()
 
 
-async def seed_demo(factory: async_sessionmaker[AsyncSession], *, want_api_key: bool) -> dict[str, Any]:
+async def seed_demo(
+    factory: async_sessionmaker[AsyncSession], *, want_api_key: bool, want_enrolment_key: bool
+) -> dict[str, Any]:
     """Idempotent: a second run updates places by OSM id and adds nothing twice."""
     result = read_osm_places(DEMO_EXTRACT, DEFAULT_PUBLIC_TAGS)
     async with unit_of_work(factory) as uow:
@@ -82,7 +85,19 @@ async def seed_demo(factory: async_sessionmaker[AsyncSession], *, want_api_key: 
                         team="facilities",
                     )
                 )
-        api_key = None
+        api_key = enrolment_key = None
         if want_api_key:
-            api_key = await create_api_key(uow.session, organisation_id=organisation_id, name="demo")
-    return {"organisation_id": organisation_id, "created": created, "updated": updated, "api_key": api_key}
+            api_key = await create_api_key(
+                uow.session, organisation_id=organisation_id, name="demo", role=Role.owner
+            )
+        if want_enrolment_key:
+            enrolment_key = await create_api_key(
+                uow.session, organisation_id=organisation_id, name="demo app", purpose="enrolment"
+            )
+    return {
+        "organisation_id": organisation_id,
+        "created": created,
+        "updated": updated,
+        "api_key": api_key,
+        "enrolment_key": enrolment_key,
+    }

@@ -42,7 +42,13 @@ def verify_qr_token(secret: str, organisation_id: int, place_id: int, token: str
 
 
 async def _record(
-    uow: UnitOfWork, device: DeviceAuth, place_id: int, kind: str, at: datetime, visit_id: int | None
+    uow: UnitOfWork,
+    device: DeviceAuth,
+    place_id: int,
+    place_name: str,
+    kind: str,
+    at: datetime,
+    visit_id: int | None,
 ) -> RecordedEvent:
     row = (
         await uow.session.execute(
@@ -61,16 +67,18 @@ async def _record(
         )
     ).scalar_one()
     await write_outbox(uow.session, [row])
-    return RecordedEvent(row, kind, place_id, None, "building", at, visit_id)
+    return RecordedEvent(row, kind, place_id, None, "building", at, visit_id, place_name)
 
 
-async def _place_exists(uow: UnitOfWork, organisation_id: int, place_id: int) -> None:
+async def _place_name(uow: UnitOfWork, organisation_id: int, place_id: int) -> str:
     found = await uow.session.execute(
-        text("SELECT 1 FROM places WHERE id = :p AND organisation_id = :o"),
+        text("SELECT name FROM places WHERE id = :p AND organisation_id = :o"),
         {"p": place_id, "o": organisation_id},
     )
-    if found.first() is None:
+    name = found.scalar_one_or_none()
+    if name is None:
         raise NotFound(f"place {place_id} not found")
+    return str(name)
 
 
 async def check_in(
@@ -86,7 +94,7 @@ async def check_in(
     secret: str,
     max_accuracy_m: float,
 ) -> RecordedEvent:
-    await _place_exists(uow, device.organisation_id, place_id)
+    place_name = await _place_name(uow, device.organisation_id, place_id)
     if qr_token is not None:
         verify_qr_token(secret, device.organisation_id, place_id, qr_token)
     elif lat is None or lon is None:
@@ -110,11 +118,11 @@ async def check_in(
     await lock_state(uow.session, device.device_id)  # serialise with this device's fix processing
     when = at or datetime.now(UTC)
     visit_id = await open_visit(uow.session, device, place_id, when, checked_in=True)
-    return await _record(uow, device, place_id, "checkin", when, visit_id)
+    return await _record(uow, device, place_id, place_name, "checkin", when, visit_id)
 
 
 async def check_out(uow: UnitOfWork, *, device: DeviceAuth, place_id: int) -> RecordedEvent:
-    await _place_exists(uow, device.organisation_id, place_id)
+    place_name = await _place_name(uow, device.organisation_id, place_id)
     await lock_state(uow.session, device.device_id)
     visit_id = await current_visit(uow.session, device.device_id, place_id)
     if visit_id is None:
@@ -123,4 +131,4 @@ async def check_out(uow: UnitOfWork, *, device: DeviceAuth, place_id: int) -> Re
     await uow.session.execute(
         text("UPDATE visits SET ended_at = :at WHERE id = :v"), {"at": when, "v": visit_id}
     )
-    return await _record(uow, device, place_id, "checkout", when, visit_id)
+    return await _record(uow, device, place_id, place_name, "checkout", when, visit_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,12 +45,14 @@ class RecordedEvent:
     zone: str
     occurred_at: datetime
     visit_id: int | None
+    place_name: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "kind": self.kind,
             "place_id": self.place_id,
+            "place_name": self.place_name,
             "fence_id": self.fence_id,
             "zone": self.zone,
             "occurred_at": self.occurred_at.isoformat(),
@@ -137,14 +139,17 @@ SELECT :org, :device, * FROM unnest(
 """)
 
 INSERT_EVENTS = text("""
-INSERT INTO events (organisation_id, device_id, place_id, fence_id, kind, zone, occurred_at)
-SELECT :org, :device, g.place_id, g.id, e.kind, e.zone, e.at
-FROM unnest(CAST(:fence AS bigint[]), CAST(:kind AS text[]), CAST(:zone AS text[]),
-            CAST(:at AS timestamptz[]))
-     WITH ORDINALITY AS e(fence_id, kind, zone, at, n)
-JOIN geofences g ON g.id = e.fence_id AND g.organisation_id = :org
-ORDER BY e.n
-RETURNING id, kind, place_id, fence_id, zone, occurred_at
+WITH inserted AS (
+    INSERT INTO events (organisation_id, device_id, place_id, fence_id, kind, zone, occurred_at)
+    SELECT :org, :device, g.place_id, g.id, e.kind, e.zone, e.at
+    FROM unnest(CAST(:fence AS bigint[]), CAST(:kind AS text[]), CAST(:zone AS text[]),
+                CAST(:at AS timestamptz[])) WITH ORDINALITY AS e(fence_id, kind, zone, at, n)
+    JOIN geofences g ON g.id = e.fence_id AND g.organisation_id = :org
+    ORDER BY e.n
+    RETURNING id, kind, place_id, fence_id, zone, occurred_at
+)
+SELECT inserted.*, p.name AS place_name FROM inserted JOIN places p ON p.id = inserted.place_id
+ORDER BY inserted.id
 """)
 
 
@@ -197,11 +202,7 @@ async def _attach_visits(
             await session.execute(
                 text("UPDATE events SET visit_id = :v WHERE id = :e"), {"v": visit_id, "e": event.id}
             )
-        out.append(
-            RecordedEvent(
-                event.id, event.kind, event.place_id, event.fence_id, event.zone, event.occurred_at, visit_id
-            )
-        )
+        out.append(replace(event, visit_id=visit_id))
     return out
 
 
@@ -316,7 +317,8 @@ async def record_fixes(
         )
     ).all()
     recorded = [
-        RecordedEvent(r.id, r.kind, r.place_id, r.fence_id, r.zone, r.occurred_at, None) for r in rows
+        RecordedEvent(r.id, r.kind, r.place_id, r.fence_id, r.zone, r.occurred_at, None, r.place_name)
+        for r in rows
     ]
     fence_places = await _fence_places(session, [f for f, _ in new_state.fences])
     recorded = await _attach_visits(session, device, recorded, new_state, fence_places)
