@@ -114,8 +114,16 @@ def create_org(name: str, slug: str) -> None:
 
 
 @app.command("create-api-key")
-def create_key(org: str, name: str = "cli", role: str = "editor") -> None:
+def create_key(
+    org: str,
+    name: str = "cli",
+    role: Annotated[str, typer.Option(help="owner, editor or viewer")] = "editor",
+    purpose: Annotated[str, typer.Option(help="admin (admin API) or enrolment (ships in the app)")] = "admin",
+) -> None:
     """Print a new API key for an organisation (shown once; only its hash is stored)."""
+    if purpose not in ("admin", "enrolment") or role not in ("owner", "editor", "viewer"):
+        console.print("[red]--purpose is admin or enrolment; --role is owner, editor or viewer[/red]")
+        raise typer.Exit(2)
     from services.models import Role
     from services.orgs import create_api_key
     from services.uow import unit_of_work
@@ -124,7 +132,7 @@ def create_key(org: str, name: str = "cli", role: str = "editor") -> None:
         organisation_id = await _org_id(factory, org)
         async with unit_of_work(factory) as uow:
             return await create_api_key(
-                uow.session, organisation_id=organisation_id, name=name, role=Role(role)
+                uow.session, organisation_id=organisation_id, name=name, role=Role(role), purpose=purpose
             )
 
     typer.echo(_with_session(work))
