@@ -7,10 +7,13 @@ Distances (approach zones, exit hysteresis, check-in proximity) are taken in a p
 also rescales x by cos(fence latitude) / cos(reference latitude), so metres stay metres even when an
 organisation's fences span many degrees of latitude. Circles are matched by haversine distance.
 
-One STRtree holds every fence's envelope, widened by its approach distance. Candidates are refined
-in numpy: each polygon's edges (all rings, all parts) are stored padded to a power-of-two width, so
-the even-odd crossing test or the distance to the edges of thousands of candidates is a handful of
-array operations — about 4x cheaper per candidate than GEOS `contains_xy`, measured at 100k fences.
+Candidates come from uniform grids over the plane, one per power-of-four cell size, each fence in
+the finest grid where its box spans at most 2 x 2 cells: a lookup is arithmetic and two array reads
+per grid. That measured ~4x cheaper per fix at 100k fences than creating a shapely point and
+querying an STRtree, whose point creation alone costs more than the whole lookup. Candidates are
+refined in numpy: each polygon's edges (all rings, all parts) are stored padded to a power-of-two
+width, so the even-odd crossing test or the distance to the edges of thousands of candidates is a
+handful of array operations, ~4x cheaper per candidate than GEOS `contains_xy`.
 
 Immutable after `build`: build a new index beside the old one and swap the reference.
 """
@@ -34,6 +37,7 @@ ZONE_APPROACH = 1  # the fence widened by its place's approach distance; it cont
 ZONE_NAMES = ("building", "approach")
 _MIN_WIDTH = 8
 _CHUNK_CELLS = 1 << 17  # candidate x edge cells per numpy pass; bounds temporaries to a few MB
+_CELL_BUDGET = 1 << 21  # cells of the finest grid: caps its table at 16 MB
 _SLACK_DEG = 1e-7  # ~1 cm: candidate boxes err on the side of too many, never too few
 
 FloatArray = npt.NDArray[np.float64]
@@ -173,6 +177,79 @@ class _Projection:
         return x, (np.asarray(lats, dtype=np.float64) - self.lat0) * self.ky
 
 
+class _Grid:
+    """Boxes in uniform grids whose cell size grows 4x per level, each box in the finest level where
+    it spans at most 2 x 2 cells. Each level is a dense CSR table: cell -> the boxes touching it."""
+
+    def __init__(self, boxes: FloatArray) -> None:
+        self.x0, self.y0, self.x1, self.y1 = (np.ascontiguousarray(boxes[:, i]) for i in range(4))
+        self.levels: list[tuple[float, int, int, IntArray, IntArray]] = []  # size, nx, ny, offsets, boxes
+        if not boxes.shape[0]:
+            return
+        self.x_origin, self.y_origin = float(self.x0.min()), float(self.y0.min())
+        width, height = float(self.x1.max()) - self.x_origin, float(self.y1.max()) - self.y_origin
+        extent = np.maximum(self.x1 - self.x0, self.y1 - self.y0)
+        # Cells about twice the typical box keep candidates few; the budget caps memory for fences
+        # spread over a whole country.
+        base = max(2 * float(np.median(extent)), math.sqrt(width * height / _CELL_BUDGET), 1e-3)
+        level = np.ceil(np.log(np.maximum(extent / base, 1.0)) / math.log(4)).astype(np.int64)
+        for number in np.unique(level).tolist():
+            self.levels.append(self._level(np.flatnonzero(level == number), base * 4**number, width, height))
+
+    def _cells(self, x: FloatArray, y: FloatArray, size: float) -> tuple[IntArray, IntArray]:
+        return (
+            np.floor((x - self.x_origin) / size).astype(np.int64),
+            np.floor((y - self.y_origin) / size).astype(np.int64),
+        )
+
+    def _level(
+        self, items: IntArray, size: float, width: float, height: float
+    ) -> tuple[float, int, int, IntArray, IntArray]:
+        nx, ny = int(width // size) + 1, int(height // size) + 1
+        cx0, cy0 = self._cells(self.x0[items], self.y0[items], size)
+        cx1, cy1 = self._cells(self.x1[items], self.y1[items], size)
+        span_x, count = cx1 - cx0 + 1, (cx1 - cx0 + 1) * (cy1 - cy0 + 1)
+        local = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        cell_x = np.repeat(cx0, count) + local % np.repeat(span_x, count)
+        cell = cell_x * ny + np.repeat(cy0, count) + local // np.repeat(span_x, count)
+        offsets = np.zeros(nx * ny + 1, np.int64)
+        np.cumsum(np.bincount(cell, minlength=nx * ny), out=offsets[1:])
+        return size, nx, ny, offsets, np.repeat(items, count)[np.argsort(cell, kind="stable")]
+
+    def candidates(self, x: FloatArray, y: FloatArray) -> tuple[IntArray, IntArray]:
+        """(point, box) pairs where the box contains the point; points must be finite."""
+        points, boxes = [], []
+        for size, nx, ny, offsets, members in self.levels:
+            cx, cy = self._cells(x, y, size)
+            found = np.flatnonzero((cx >= 0) & (cx < nx) & (cy >= 0) & (cy < ny))
+            cell = cx[found] * ny + cy[found]
+            first, count = offsets[cell], offsets[cell + 1] - offsets[cell]
+            point = np.repeat(found, count)
+            box = members[np.repeat(first - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))]
+            px, py = x[point], y[point]
+            inside = (self.x0[box] <= px) & (px <= self.x1[box]) & (self.y0[box] <= py) & (py <= self.y1[box])
+            points.append(point[inside])
+            boxes.append(box[inside])
+        if not points:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(points), np.concatenate(boxes)
+
+    def in_box(self, x0: float, y0: float, x1: float, y1: float) -> IntArray:
+        """Boxes intersecting the query box."""
+        found = [np.zeros(0, np.int64)]
+        for size, nx, ny, offsets, members in self.levels:
+            (cx0, cx1), (cy0, cy1) = self._cells(np.array([x0, x1]), np.array([y0, y1]), size)
+            cy0, cy1 = max(int(cy0), 0), min(int(cy1), ny - 1)
+            for column in range(max(int(cx0), 0), min(int(cx1), nx - 1) + 1):
+                if cy0 <= cy1:  # one column's cells are contiguous in the table
+                    found.append(members[offsets[column * ny + cy0] : offsets[column * ny + cy1 + 1]])
+        boxes = np.unique(np.concatenate(found))
+        hit = (
+            (self.x0[boxes] <= x1) & (x0 <= self.x1[boxes]) & (self.y0[boxes] <= y1) & (y0 <= self.y1[boxes])
+        )
+        return np.asarray(boxes[hit], dtype=np.int64)
+
+
 class FenceIndex:
     """Which fences (and approach zones) contain a point, and how far a point is from a fence."""
 
@@ -200,7 +277,7 @@ class FenceIndex:
         self._bucket = np.full(n, -1, np.int64)
         self._row = np.full(n, -1, np.int64)
         self._bucket[polygons], self._row[polygons] = bucket_of, row_of
-        self._tree = shapely.STRtree(self._envelopes(bounds))
+        self._grid = _Grid(self._envelopes(bounds))
         self._id_order = np.argsort(self._fence_ids)
         self._sorted_ids = self._fence_ids[self._id_order]
 
@@ -239,12 +316,14 @@ class FenceIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held in numpy arrays (the STRtree and its boxes come on top)."""
-        arrays = [getattr(self, name) for name in vars(self) if isinstance(getattr(self, name), np.ndarray)]
-        edges = [a.nbytes for b in self._buckets for a in (b.x1, b.y1, b.x2, b.y2)]
-        return int(sum(a.nbytes for a in arrays)) + sum(edges)
+        """Bytes held in the index's arrays."""
+        arrays = [value for value in vars(self).values() if isinstance(value, np.ndarray)]
+        arrays += [a for b in self._buckets for a in (b.x1, b.y1, b.x2, b.y2)]
+        arrays += [self._grid.x0, self._grid.y0, self._grid.x1, self._grid.y1]
+        arrays += [a for level in self._grid.levels for a in level[3:]]
+        return int(sum(a.nbytes for a in arrays))
 
-    def _envelopes(self, bounds: FloatArray) -> npt.NDArray[np.object_]:
+    def _envelopes(self, bounds: FloatArray) -> FloatArray:
         """Projected boxes, each widened to cover its circle and its approach zone."""
         reach = np.where(self._circle, self._radius, 0.0) + np.nan_to_num(self._approach)
         half_lat = np.degrees(reach / EARTH_RADIUS_M) + _SLACK_DEG
@@ -253,7 +332,7 @@ class FenceIndex:
         half_lon = np.where(ratio < 1, np.degrees(np.arcsin(np.minimum(ratio, 1.0))), 180.0) + _SLACK_DEG
         x0, y0 = self._project(bounds[:, 0] - half_lon, bounds[:, 1] - half_lat)
         x1, y1 = self._project(bounds[:, 2] + half_lon, bounds[:, 3] + half_lat)
-        return np.asarray(shapely.box(x0, y0, x1, y1), dtype=object)
+        return np.stack([x0, y0, x1, y1], axis=1)
 
     def _items_of(self, fence_ids: npt.ArrayLike) -> IntArray:
         """Internal positions of `fence_ids`, -1 for ids this index does not know."""
@@ -294,8 +373,8 @@ class FenceIndex:
         finite = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
         if not finite.size or not len(self):
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
-        pairs = self._tree.query(shapely.points(x[finite], y[finite]))
-        fix, item = finite[pairs[0]], np.asarray(pairs[1], dtype=np.int64)
+        point, item = self._grid.candidates(x[finite], y[finite])
+        fix = finite[point]
         building = np.zeros(fix.size, dtype=np.bool_)
         circle = self._circle[item]
         ci, pi = np.flatnonzero(circle), np.flatnonzero(~circle)
@@ -368,13 +447,9 @@ class FenceIndex:
         if not (len(self) and np.isfinite(x[0]) and np.isfinite(y[0]) and radius_m >= 0):
             return []
         # Widen x by the point's own latitude scale (plus room): fences within a few km share it.
-        reach_x = (
-            radius_m
-            * 1.1
-            / max(math.cos(math.radians(lat)) / math.cos(math.radians(self._project.lat0)), 1e-6)
-        )
-        box = shapely.box(x[0] - reach_x, y[0] - radius_m * 1.1, x[0] + reach_x, y[0] + radius_m * 1.1)
-        items = np.asarray(self._tree.query(box), dtype=np.int64)
+        x_scale = math.cos(math.radians(lat)) / math.cos(math.radians(self._project.lat0))
+        reach_x, reach_y = radius_m * 1.1 / max(x_scale, 1e-6), radius_m * 1.1
+        items = self._grid.in_box(x[0] - reach_x, y[0] - reach_y, x[0] + reach_x, y[0] + reach_y)
         distance = self._building_distance(items, np.full(items.size, lon), np.full(items.size, lat))
         near = sorted((d, i) for d, i in zip(distance.tolist(), items.tolist(), strict=True) if d <= radius_m)
         return [(self._describe(item, ZONE_BUILDING), d) for d, item in near]

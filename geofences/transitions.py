@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field, replace
-from typing import Generic, Literal, TypeVar
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Generic, Literal, NamedTuple, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 TransitionKind = Literal["enter", "exit", "dwell"]
@@ -37,27 +38,28 @@ class TransitionConfig:
 DEFAULT_CONFIG = TransitionConfig()
 
 
-@dataclass(frozen=True, slots=True)
-class FenceState:
+# The per-fix value types are NamedTuples: immutable like frozen dataclasses, but built ~3x faster,
+# which is most of the cost of a step.
+
+
+class FenceState(NamedTuple):
     """A zone the device is inside; zones it is outside of have no state at all."""
 
     entered_at: float
     dwell_fired: bool = False
 
 
-@dataclass(frozen=True)  # no slots: slotted generic dataclasses break `DeviceState[K]()` on 3.11
-class DeviceState(Generic[K]):
+class DeviceState(NamedTuple, Generic[K]):
     """What the previous fixes left behind. Never mutated: `step` returns a new one."""
 
     last_ts: float | None = None
     last_lon: float | None = None
     last_lat: float | None = None
-    fences: Mapping[K, FenceState] = field(default_factory=dict)
+    fences: Mapping[K, FenceState] = MappingProxyType({})
     rejected_jumps: int = 0  # consecutive implausible jumps since the last accepted fix
 
 
-@dataclass(frozen=True, slots=True)
-class Fix:
+class Fix(NamedTuple):
     ts: float
     lon: float
     lat: float
@@ -65,8 +67,7 @@ class Fix:
     speed_mps: float | None = None
 
 
-@dataclass(frozen=True)
-class TransitionEvent(Generic[K]):
+class TransitionEvent(NamedTuple, Generic[K]):
     kind: TransitionKind
     key: K
     ts: float
@@ -118,7 +119,7 @@ def step(
     if verdict == "ignore":
         return state, []
     if verdict == "jump":
-        return replace(state, rejected_jumps=state.rejected_jumps + 1), []
+        return state._replace(rejected_jumps=state.rejected_jumps + 1), []
     accuracy = accuracy_of(fix)
     fences = dict(state.fences)
     events = _exits(fences, fix.ts, inside, distance_m, max(accuracy, config.min_exit_margin_m))

@@ -366,7 +366,7 @@ def up(
         console.print(f"  demo key   {key_file.read_text().strip()}   (also in {key_file})")
         console.print(f"  try        curl -H 'X-API-Key: $(cat {key_file})' '{base}/admin/v1/places?limit=5'")
     console.print(
-        "  simulate   .venv/bin/placecast simulate   (a visitor walks into Oodi, a worker to the fire station)"
+        "  simulate   .venv/bin/placecast simulate  (a visitor walks into Oodi; a worker to the fire station)"
     )
     console.print(f"  logs       {settings.var_dir / 'log'}")
     console.print("  Ctrl-C (or `infra/run.sh stop`) stops everything; data stays in var/.\n")

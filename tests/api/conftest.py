@@ -3,6 +3,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,9 @@ async def register(client, world: World, **fields) -> dict[str, str]:
 _clock = [datetime.now(UTC) - timedelta(hours=1)]
 
 
-def fix(lon_lat: tuple[float, float], accuracy: float = 10.0, seconds: float = 30.0, **extra) -> dict:
+def fix(
+    lon_lat: tuple[float, float], accuracy: float = 10.0, seconds: float = 30.0, **extra: Any
+) -> dict[str, Any]:
     """A fix `seconds` after the previous one made by this helper (device time moves forward)."""
     _clock[0] += timedelta(seconds=seconds)
     return {

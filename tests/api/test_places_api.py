@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ OODI = {
 }
 
 
-def place_body(name: str = "Oodi", geometry: dict | None = None, **extra) -> dict:
+def place_body(name: str = "Oodi", geometry: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     return {"name": name, "kind": "library", "fences": [{"geometry": geometry or OODI}], **extra}
 
 

@@ -88,7 +88,7 @@ async def test_admin_change_on_one_replica_reaches_the_other_within_a_second(two
             json={"name": "Sq", "kind": "school", "fences": [{"geometry": SQUARE}]},
         )
         changed_at = time.monotonic()
-        seen = []
+        seen: list[dict[str, object]] = []
         while not seen and time.monotonic() - changed_at < 1.0:
             await asyncio.sleep(0.1)
             ts = datetime.now(UTC) - timedelta(seconds=30) + timedelta(seconds=time.monotonic() - changed_at)

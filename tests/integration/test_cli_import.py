@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from typer.testing import CliRunner
@@ -90,7 +91,7 @@ def test_geojson_export_then_import_into_another_org_round_trips(tmp_path, setti
     again = tmp_path / "again.geojson"
     runner.invoke(cli, ["export-geojson", "--org", target, "-o", str(again)])
 
-    def comparable(path: Path) -> list:
+    def comparable(path: Path) -> list[dict[str, Any]]:
         features = json.loads(path.read_text())["features"]
         for feature in features:
             feature["properties"].pop("place_id", None)

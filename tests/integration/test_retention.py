@@ -25,8 +25,8 @@ async def test_purge_drops_old_partitions_and_keeps_recent_fixes(app, settings) 
         for days, marker in [(0, "today"), (2, "recent"), (10, "old-partition"), (20, "old-default")]:
             await session.execute(
                 text(
-                    "INSERT INTO fixes (organisation_id, device_id, device_ts, lon, lat, received_at, batch_id)"
-                    " VALUES (:o, 424242, :t, 24.9, 60.1, :t, :m)"
+                    "INSERT INTO fixes (organisation_id, device_id, device_ts, lon, lat, received_at,"
+                    " batch_id) VALUES (:o, 424242, :t, 24.9, 60.1, :t, :m)"
                 ),
                 {"o": org, "t": now - timedelta(days=days), "m": marker},
             )
