@@ -83,9 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from admin.places_api import router as places_router
     from mobile_api.api import router as mobile_router
+    from mobile_api.clients_api import router as clients_router
 
     app.include_router(places_router)
     app.include_router(mobile_router)
+    app.include_router(clients_router)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
