@@ -50,7 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await publish_fence_change(redis, organisation_id)
 
         async def events_recorded(organisation_id: int, event_ids: list[int]) -> None:
-            """After commit: wake the notification pipeline and the live feed (the outbox is the record)."""
+            """After commit: a job for the notification pipeline, and the live feed. If this is lost
+            (Redis down), the worker's sweeper finds the outbox rows."""
+            await redis.enqueue_job("deliver_events", event_ids)
             await redis.publish(f"placecast:events:{organisation_id}", ",".join(map(str, event_ids)))
 
         app.state.fences_changed = fences_changed
@@ -84,10 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from admin.places_api import router as places_router
     from mobile_api.api import router as mobile_router
     from mobile_api.clients_api import router as clients_router
+    from mobile_api.inbox_api import router as inbox_router
 
     app.include_router(places_router)
     app.include_router(mobile_router)
     app.include_router(clients_router)
+    app.include_router(inbox_router)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     checkin_max_accuracy_m: float = 150.0
     qr_token_ttl_days: int = 365
 
+    # Push through FCM (firebase-admin). Without a service-account file, `placecast up` runs a local
+    # FCM-compatible server (infra/fake_fcm.py) so the demo shows pushes arriving.
+    fcm_credentials_file: Path | None = None
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_send_path: Literal["async", "threads"] = "async"
+    fcm_batch_size: int = Field(default=500, ge=1, le=500)
+
+    # Worker: measured (see README); one job handles a batch of events.
+    worker_max_jobs: int = 50
+    worker_poll_delay_s: float = 0.02
+    outbox_sweep_after_s: float = 5.0
+
     log_level: str = "INFO"
     log_json: bool = False
 

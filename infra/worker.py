@@ -10,11 +10,28 @@ from arq import cron
 from infra.app import redis_settings
 from infra.db import make_engine, make_session_factory
 from infra.logging import configure_logging
-from infra.settings import get_settings
+from infra.settings import Settings, get_settings
+from notifications.tasks import deliver_events, sweep
 from services.retention import ensure_partitions, purge_old_fixes
 from services.uow import unit_of_work
 
 log = structlog.get_logger(__name__)
+
+
+def make_sender(settings: Settings) -> Any:
+    if settings.fcm_credentials_file is None:
+        log.warning(
+            "push_disabled", reason="PLACECAST_FCM_CREDENTIALS_FILE is not set; notifications go to inboxes"
+        )
+        return None
+    from notifications.push import FcmSender
+
+    return FcmSender(
+        settings.fcm_credentials_file,
+        base_url=settings.fcm_base_url,
+        send_path=settings.fcm_send_path,
+        batch_size=settings.fcm_batch_size,
+    )
 
 
 async def on_startup(ctx: dict[str, Any]) -> None:
@@ -23,9 +40,13 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     ctx["engine"] = make_engine(settings.database_url, pool_size=5)
     ctx["session_factory"] = make_session_factory(ctx["engine"])
+    ctx["sender"] = make_sender(settings)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
+    sender = ctx.get("sender")
+    if sender is not None:
+        await sender.aclose()
     await ctx["engine"].dispose()
 
 
@@ -38,11 +59,18 @@ async def maintain_fixes(ctx: dict[str, Any]) -> dict[str, Any]:
     return {"dropped": result.dropped_partitions, "deleted_rows": result.deleted_rows}
 
 
+_settings = get_settings()
+
+
 class WorkerSettings:
-    functions: list[Any] = [maintain_fixes]
-    cron_jobs = [cron(maintain_fixes, minute=5, run_at_startup=True)]
+    functions: list[Any] = [deliver_events, sweep, maintain_fixes]
+    cron_jobs = [
+        cron(maintain_fixes, minute=5, run_at_startup=True),
+        cron(sweep, second=set(range(0, 60, 5)), run_at_startup=True, unique=True, timeout=60),
+    ]
     on_startup = on_startup
     on_shutdown = on_shutdown
-    redis_settings = redis_settings(get_settings())
-    max_jobs = 100
-    poll_delay = 0.05
+    redis_settings = redis_settings(_settings)
+    max_jobs = _settings.worker_max_jobs
+    poll_delay = _settings.worker_poll_delay_s
+    keep_result = 60

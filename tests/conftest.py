@@ -85,3 +85,6 @@ async def org(app):
         organisation_id = await create_organisation(uow.session, name=slug, slug=slug)
         key = await create_api_key(uow.session, organisation_id=organisation_id, name="test")
     return organisation_id, {"X-API-Key": key}
+
+
+from tests.world import world  # noqa: E402,F401  (the `world` fixture for every test folder)

@@ -1,0 +1,128 @@
+"""Inbox (every notification, also when pushed), its live stream, and the staff task workflow."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from infra.deps import UowDep
+from mobile_api.deps import DeviceDep
+from notifications.tasks import INBOX_CHANNEL
+from services import staff_tasks
+from services.errors import NotFound
+
+router = APIRouter(prefix="/v1", tags=["mobile: inbox and tasks"])
+
+INBOX_SQL = (
+    "SELECT id, title, body, data, place_id, content_id, task_id, created_at, opened_at FROM notifications"
+    " WHERE device_id = :d AND id > :after {older} ORDER BY id DESC LIMIT :limit"
+)
+
+
+def _item(row: Any) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(row).items()}
+
+
+async def _inbox(
+    session: AsyncSession, device_id: int, *, after: int = 0, before: int | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    sql = INBOX_SQL.format(older="AND id < :before" if before else "")
+    rows = await session.execute(
+        text(sql), {"d": device_id, "after": after, "before": before, "limit": limit}
+    )
+    return [_item(r) for r in rows.mappings()]
+
+
+@router.get("/inbox")
+async def inbox(
+    device: DeviceDep,
+    uow: UowDep,
+    cursor: Annotated[int | None, Query(ge=1, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """This device's notifications, newest first."""
+    items = await _inbox(uow.session, device.device_id, before=cursor, limit=limit)
+    return {"items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None}
+
+
+@router.post("/inbox/{notification_id}/opened")
+async def mark_opened(notification_id: int, device: DeviceDep, uow: UowDep) -> dict[str, Any]:
+    """Marks a notification opened (the first time counts for analytics)."""
+    row = (
+        await uow.session.execute(
+            text(
+                "UPDATE notifications SET opened_at = COALESCE(opened_at, now()) WHERE id = :n AND device_id = :d"
+                " RETURNING id, opened_at"
+            ),
+            {"n": notification_id, "d": device.device_id},
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"notification {notification_id} not found")
+    return {"id": row.id, "opened_at": row.opened_at.isoformat()}
+
+
+@router.get("/inbox/stream", response_class=StreamingResponse)
+async def inbox_stream(
+    device: DeviceDep,
+    request: Request,
+    after: Annotated[int, Query(ge=0, description="last notification id the app has")] = 0,
+) -> StreamingResponse:
+    """Server-sent events: each new notification as an `notification` event while the app is open."""
+    factory = request.app.state.session_factory
+    redis = request.app.state.redis
+
+    async def events() -> AsyncIterator[bytes]:
+        last = after
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(INBOX_CHANNEL.format(device.device_id))
+        try:
+            yield b": connected\n\n"
+            while not await request.is_disconnected():
+                async with factory() as session:
+                    fresh = await _inbox(session, device.device_id, after=last, limit=100)
+                for item in reversed(fresh):
+                    last = max(last, item["id"])
+                    yield b"event: notification\nid: %d\ndata: %s\n\n" % (item["id"], orjson.dumps(item))
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=15.0)
+                if message is None:
+                    yield b": keep-alive\n\n"
+                await asyncio.sleep(0)
+        finally:
+            await pubsub.aclose()
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/tasks")
+async def my_tasks(device: DeviceDep, uow: UowDep) -> list[dict[str, Any]]:
+    """Tasks pushed to this staff device."""
+    return await staff_tasks.tasks_for_device(uow, device)
+
+
+@router.post("/tasks/{task_id}/acknowledge")
+async def acknowledge(task_id: int, device: DeviceDep, uow: UowDep) -> dict[str, Any]:
+    return await staff_tasks.acknowledge_task(uow, device=device, task_id=task_id)
+
+
+class CompleteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=4000)
+
+
+@router.post("/tasks/{task_id}/complete")
+async def complete(task_id: int, body: CompleteIn, device: DeviceDep, uow: UowDep) -> dict[str, Any]:
+    return await staff_tasks.complete_task(uow, device=device, task_id=task_id, note=body.note)

@@ -1,0 +1,156 @@
+"""From outbox events to notifications: rules for content, arrival for staff tasks.
+
+Runs inside a job's transaction. The outbox rows are locked (`SKIP LOCKED`) and marked processed in
+the same transaction that writes the notifications, and notifications are unique per event and
+content/task: a retried job, a duplicate event id or a worker killed mid-batch never yields two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+
+from notifications import repository as repo
+from notifications.rules import DeviceFacts, EventFacts, History, evaluate, local_day_start
+from services.audit import record_audit
+from services.uow import UnitOfWork
+
+
+@dataclass
+class PipelineResult:
+    events: int = 0
+    notifications: list[int] = field(default_factory=list)  # new ones that want a push
+    inbox_only: list[int] = field(default_factory=list)
+    decisions: dict[str, int] = field(default_factory=dict)
+    devices: set[int] = field(default_factory=set)
+
+
+async def process_events(
+    uow: UnitOfWork, event_ids: Sequence[int] | None, now: datetime, limit: int = 500
+) -> PipelineResult:
+    session = uow.session
+    claimed = await repo.claim_outbox(session, event_ids, limit)
+    result = PipelineResult(events=len(claimed))
+    if not claimed:
+        return result
+    facts = await repo.event_facts(session, claimed)
+    devices = await repo.device_facts(session, sorted({device_id for _, device_id, _ in facts}))
+    for event, device_id, organisation_id in facts:
+        if device_id not in devices:
+            continue  # erased since
+        device, row = devices[device_id]
+        if device.role == "staff" and event.kind in ("enter", "checkin") and event.zone == "building":
+            await _push_tasks(uow, result, event, organisation_id, device_id, row, device.consents, now)
+        await _push_content(uow, result, event, organisation_id, device, now)
+    await repo.mark_processed(session, claimed)
+    return result
+
+
+async def _push_content(
+    uow: UnitOfWork,
+    result: PipelineResult,
+    event: EventFacts,
+    organisation_id: int,
+    device: DeviceFacts,
+    now: datetime,
+) -> None:
+    session = uow.session
+    rules, items = await repo.content_rules(session, organisation_id, event.place_id, event.place_kind)
+    if not rules:
+        return
+    last_sent, sent_today = await repo.send_history(
+        session, device.device_id, event.place_id, local_day_start(now, device.timezone)
+    )
+    for decision in evaluate(event, device, rules, History(last_sent, sent_today), now):
+        result.decisions[decision.reason] = result.decisions.get(decision.reason, 0) + 1
+        # "no_push" passed every rule but the device has no working token: still its inbox.
+        if not decision.send and decision.reason != "no_push":
+            continue
+        item = items[decision.content_id]
+        data = {str(k): str(v) for k, v in (item["data"] or {}).items()}
+        data.update({"place_id": str(event.place_id), "content_id": str(item["id"]), "event": event.kind})
+        if item["deep_link"]:
+            data["deep_link"] = item["deep_link"]
+        notification_id = await repo.insert_notification(
+            session,
+            {
+                "organisation_id": organisation_id,
+                "device_id": device.device_id,
+                "event_id": event.event_id,
+                "content_id": item["id"],
+                "task_id": None,
+                "place_id": event.place_id,
+                "title": item["title"],
+                "body": item["body"],
+                "data": orjson.dumps(data).decode(),
+                "created_at": now,
+            },
+        )
+        if notification_id is None:
+            continue
+        result.devices.add(device.device_id)
+        await repo.add_delivery(session, notification_id, "inbox", status="sent")
+        if decision.send:
+            await repo.add_delivery(session, notification_id, "fcm")
+            result.notifications.append(notification_id)
+        else:
+            result.inbox_only.append(notification_id)
+
+
+async def _push_tasks(
+    uow: UnitOfWork,
+    result: PipelineResult,
+    event: EventFacts,
+    organisation_id: int,
+    device_id: int,
+    row: object,
+    consents: Mapping[str, bool],
+    now: datetime,
+) -> None:
+    session = uow.session
+    team = getattr(row, "team", None)
+    for task in await repo.open_tasks_for(session, organisation_id, event.place_id, event.place_kind, team):
+        data = {
+            "task_id": str(task["id"]),
+            "place_id": str(event.place_id),
+            "event": event.kind,
+            "type": "task",
+        }
+        notification_id = await repo.insert_notification(
+            session,
+            {
+                "organisation_id": organisation_id,
+                "device_id": device_id,
+                "event_id": event.event_id,
+                "content_id": None,
+                "task_id": task["id"],
+                "place_id": event.place_id,
+                "title": f"Task: {task['title']}",
+                "body": task["body"] or task["title"],
+                "data": orjson.dumps(data).decode(),
+                "created_at": now,
+            },
+        )
+        if notification_id is None:
+            continue
+        await repo.mark_task_notified(session, task["id"], device_id, now)
+        await record_audit(
+            session,
+            organisation_id=organisation_id,
+            actor=f"device:{device_id}",
+            action="notified",
+            entity="staff_task",
+            entity_id=task["id"],
+            details={"event_id": event.event_id},
+        )
+        result.devices.add(device_id)
+        await repo.add_delivery(session, notification_id, "inbox", status="sent")
+        push_ok = bool(getattr(row, "fcm_token", None) and getattr(row, "fcm_token_active", False))
+        if push_ok and consents.get("tasks") is True:
+            await repo.add_delivery(session, notification_id, "fcm")
+            result.notifications.append(notification_id)
+        else:
+            result.inbox_only.append(notification_id)

@@ -1,0 +1,69 @@
+"""arq jobs of the notification pipeline. Jobs take ids and load what they need."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from notifications.delivery import send_deliveries
+from notifications.pipeline import process_events
+from notifications.staff_tasks import escalate_overdue
+from services.uow import unit_of_work
+
+log = structlog.get_logger(__name__)
+INBOX_CHANNEL = "placecast:inbox:{}"
+
+
+async def _publish_inbox(ctx: dict[str, Any], device_ids: set[int]) -> None:
+    for device_id in device_ids:
+        await ctx["redis"].publish(INBOX_CHANNEL.format(device_id), "new")
+
+
+async def deliver_events(ctx: dict[str, Any], event_ids: Sequence[int] | None = None) -> dict[str, Any]:
+    """Events → notifications (one transaction with the outbox), then pushes for the new ones."""
+    factory = ctx["session_factory"]
+    async with unit_of_work(factory) as uow:
+        result = await process_events(
+            uow, list(event_ids) if event_ids is not None else None, datetime.now(UTC)
+        )
+        if result.events and ctx.get("webhooks_enqueue") is not None:
+            await ctx["webhooks_enqueue"](uow, event_ids)
+    await _publish_inbox(ctx, result.devices)
+    report = None
+    if result.notifications and ctx.get("sender") is not None:
+        report = await send_deliveries(factory, ctx["sender"], result.notifications)
+    return {
+        "events": result.events,
+        "notifications": len(result.notifications),
+        "inbox_only": len(result.inbox_only),
+        "sent": report.sent if report else 0,
+        "decisions": result.decisions,
+    }
+
+
+async def sweep(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Recovers what a lost job left: outbox rows never processed (Redis restarted, worker killed),
+    pushes due for retry or whose lease expired, overdue tasks to escalate."""
+    from notifications.repository import stale_outbox
+
+    factory = ctx["session_factory"]
+    settings = ctx["settings"]
+    async with factory() as session:
+        stale = await stale_outbox(session, settings.outbox_sweep_after_s)
+    done: dict[str, Any] = {}
+    if stale:
+        done["outbox"] = await deliver_events(ctx, stale)
+    if ctx.get("sender") is not None:
+        report = await send_deliveries(factory, ctx["sender"], None)
+        done["retried"] = report.sent
+    async with unit_of_work(factory) as uow:
+        escalated = await escalate_overdue(uow, datetime.now(UTC))
+    done["escalated"] = len(escalated)
+    if escalated and ctx.get("sender") is not None:
+        await send_deliveries(factory, ctx["sender"], escalated)
+    if ctx.get("webhooks_send") is not None:
+        done["webhooks"] = await ctx["webhooks_send"]()
+    return done

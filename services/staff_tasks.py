@@ -1,0 +1,110 @@
+"""Staff task workflow for field workers: open → notified → acknowledged → done (with a note)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from services.audit import record_audit
+from services.devices import DeviceAuth
+from services.errors import Conflict, Forbidden, NotFound
+from services.uow import UnitOfWork
+
+FIELDS = (
+    "id, place_id, place_kind, team, title, body, status, ack_within_s, assigned_device_id, notified_at,"
+    " acknowledged_at, done_at, escalated_at, note, created_at"
+)
+
+
+def _out(row: Any) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(row).items()}
+
+
+async def tasks_for_device(uow: UnitOfWork, device: DeviceAuth) -> list[dict[str, Any]]:
+    """Tasks assigned to this device, newest first."""
+    if device.role != "staff":
+        raise Forbidden("staff tasks are for staff devices")
+    rows = await uow.session.execute(
+        text(
+            f"SELECT {FIELDS} FROM staff_tasks WHERE organisation_id = :o AND assigned_device_id = :d"
+            " ORDER BY id DESC LIMIT 200"
+        ),
+        {"o": device.organisation_id, "d": device.device_id},
+    )
+    return [_out(r) for r in rows.mappings()]
+
+
+async def _task_for_update(uow: UnitOfWork, device: DeviceAuth, task_id: int) -> Any:
+    if device.role != "staff":
+        raise Forbidden("staff tasks are for staff devices")
+    row = (
+        (
+            await uow.session.execute(
+                text(f"SELECT {FIELDS} FROM staff_tasks WHERE id = :t AND organisation_id = :o FOR UPDATE"),
+                {"t": task_id, "o": device.organisation_id},
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None or row["assigned_device_id"] != device.device_id:
+        raise NotFound(f"task {task_id} is not yours")
+    return row
+
+
+async def acknowledge_task(uow: UnitOfWork, *, device: DeviceAuth, task_id: int) -> dict[str, Any]:
+    task = await _task_for_update(uow, device, task_id)
+    if task["status"] != "notified":
+        raise Conflict(f"task {task_id} is {task['status']}; only a notified task can be acknowledged")
+    now = datetime.now(UTC)
+    await uow.session.execute(
+        text(
+            "UPDATE staff_tasks SET status = 'acknowledged', acknowledged_at = :now, updated_at = now()"
+            " WHERE id = :t"
+        ),
+        {"now": now, "t": task_id},
+    )
+    await record_audit(
+        uow.session,
+        organisation_id=device.organisation_id,
+        actor=f"device:{device.device_id}",
+        action="acknowledged",
+        entity="staff_task",
+        entity_id=task_id,
+    )
+    return {**_out(task), "status": "acknowledged", "acknowledged_at": now.isoformat()}
+
+
+async def complete_task(
+    uow: UnitOfWork, *, device: DeviceAuth, task_id: int, note: str | None
+) -> dict[str, Any]:
+    task = await _task_for_update(uow, device, task_id)
+    if task["status"] not in ("notified", "acknowledged"):
+        raise Conflict(f"task {task_id} is {task['status']}")
+    now = datetime.now(UTC)
+    acknowledged = task["acknowledged_at"] or now
+    await uow.session.execute(
+        text(
+            "UPDATE staff_tasks SET status = 'done', done_at = :now, acknowledged_at = :ack, note = :note,"
+            " updated_at = now() WHERE id = :t"
+        ),
+        {"now": now, "ack": acknowledged, "note": note, "t": task_id},
+    )
+    await record_audit(
+        uow.session,
+        organisation_id=device.organisation_id,
+        actor=f"device:{device.device_id}",
+        action="completed",
+        entity="staff_task",
+        entity_id=task_id,
+        details={"note": note},
+    )
+    return {
+        **_out(task),
+        "status": "done",
+        "done_at": now.isoformat(),
+        "note": note,
+        "acknowledged_at": acknowledged.isoformat() if isinstance(acknowledged, datetime) else acknowledged,
+    }

@@ -1,0 +1,39 @@
+"""Run the real arq worker in burst mode against the test Redis, as the style guide's arq recipe does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import create_pool
+from arq.worker import Worker
+
+from infra.app import redis_settings
+from infra.worker import WorkerSettings
+from notifications.tasks import deliver_events, sweep
+
+
+async def run_worker(
+    settings, *, sender: Any = None, jobs: list[tuple[str, tuple[Any, ...]]] | None = None
+) -> Worker:
+    """Enqueue `jobs`, then run a burst worker until the queue is empty. Returns the finished worker."""
+    redis = await create_pool(redis_settings(settings))
+    for name, args in jobs or []:
+        await redis.enqueue_job(name, *args)
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        await WorkerSettings.on_startup(ctx)
+        ctx["sender"] = sender
+
+    worker = Worker(
+        functions=[deliver_events, sweep],
+        redis_pool=redis,
+        burst=True,
+        poll_delay=0,
+        on_startup=startup,
+        on_shutdown=WorkerSettings.on_shutdown,
+        max_jobs=10,
+    )
+    await worker.main()
+    await worker.close()
+    await redis.aclose()
+    return worker
