@@ -138,16 +138,12 @@ async def delete_place(place_id: int, principal: PrincipalDep, uow: UowDep, requ
 
 
 @router.post("/places/{place_id}/qr-token")
-async def issue_qr_token(
-    place_id: int, principal: PrincipalDep, uow: UowDep, settings: SettingsDep
-) -> dict[str, Any]:
+async def issue_qr_token(place_id: int, principal: PrincipalDep, uow: UowDep, settings: SettingsDep) -> dict[str, Any]:
     """A signed token to print as a QR code at the door: checking in with it needs no location."""
     principal.require(Role.editor)
     await place_service.get_place(uow, organisation_id=principal.organisation_id, place_id=place_id)
     ttl_s = settings.qr_token_ttl_days * 86400
-    token = issue_qr_token_for(
-        settings.secret_key.get_secret_value(), principal.organisation_id, place_id, ttl_s
-    )
+    token = issue_qr_token_for(settings.secret_key.get_secret_value(), principal.organisation_id, place_id, ttl_s)
     return {"place_id": place_id, "token": token, "expires_in_s": ttl_s}
 
 

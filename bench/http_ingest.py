@@ -56,22 +56,53 @@ end
 def _wrk(url: str, creds: Path, batch: int, seconds: int, connections: int, threads: int = 2) -> dict[str, Any]:
     script = creds.parent / "bench.lua"
     script.write_text(LUA)
-    env = {**os.environ, "BENCH_CREDS": str(creds), "BENCH_BATCH": str(batch), "BENCH_THREADS": str(threads),
-           "BENCH_T0": str(int(time.time()) - 86400)}
+    env = {
+        **os.environ,
+        "BENCH_CREDS": str(creds),
+        "BENCH_BATCH": str(batch),
+        "BENCH_THREADS": str(threads),
+        "BENCH_T0": str(int(time.time()) - 86400),
+    }
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "--timeout", "5s",
-         "-s", str(script), url],
-        env=env, capture_output=True, text=True, check=True, timeout=seconds + 60,
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    latency = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
-               for p in ("50", "99")}
+    latency = {
+        p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
+        for p in ("50", "99")
+    }
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     timeouts = re.search(r"timeout (\d+)", out)
-    return {"batch": batch, "connections": connections, "seconds": seconds, "requests_per_s": rps,
-            "fixes_per_s": rps * batch, "p50_ms": latency["50"], "p99_ms": latency["99"],
-            "non_2xx": int(errors.group(1)) if errors else 0,
-            "timeouts": int(timeouts.group(1)) if timeouts else 0}
+    return {
+        "batch": batch,
+        "connections": connections,
+        "seconds": seconds,
+        "requests_per_s": rps,
+        "fixes_per_s": rps * batch,
+        "p50_ms": latency["50"],
+        "p99_ms": latency["99"],
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "timeouts": int(timeouts.group(1)) if timeouts else 0,
+    }
 
 
 def _ms(text: str) -> float:
@@ -87,10 +118,17 @@ def run_http_bench(devices: int = 500, seconds: int = 15, workers: int = 2) -> d
     pg = PgCluster(root / "pg", free_port(), "placecast", "bench-password", "placecast_bench")
     redis = RedisServer(root / "redis", free_port())
     api_port = free_port()
-    env = {**os.environ, "PLACECAST_ENVIRONMENT": "test", "PLACECAST_VAR_DIR": str(root / "var"),
-           "PLACECAST_PG_PORT": str(pg.port), "PLACECAST_PG_PASSWORD": pg.password,
-           "PLACECAST_PG_DATABASE": pg.database, "PLACECAST_REDIS_PORT": str(redis.port),
-           "PLACECAST_API_PORT": str(api_port), "PLACECAST_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "PLACECAST_ENVIRONMENT": "test",
+        "PLACECAST_VAR_DIR": str(root / "var"),
+        "PLACECAST_PG_PORT": str(pg.port),
+        "PLACECAST_PG_PASSWORD": pg.password,
+        "PLACECAST_PG_DATABASE": pg.database,
+        "PLACECAST_REDIS_PORT": str(redis.port),
+        "PLACECAST_API_PORT": str(api_port),
+        "PLACECAST_LOG_LEVEL": "WARNING",
+    }
     api = None
     try:
         pg.start()
@@ -99,12 +137,33 @@ def run_http_bench(devices: int = 500, seconds: int = 15, workers: int = 2) -> d
         subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
         subprocess.run([*cli, "create-org", "bench", "bench"], env=env, check=True, capture_output=True)
         subprocess.run([*cli, "import-osm", str(EXTRACT), "--org", "bench"], env=env, check=True, capture_output=True)
-        enrol = subprocess.run([*cli, "create-api-key", "bench", "--purpose", "enrolment"], env=env, check=True,
-                               capture_output=True, text=True).stdout.strip()
+        enrol = subprocess.run(
+            [*cli, "create-api-key", "bench", "--purpose", "enrolment"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         api = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "infra.app:create_app", "--host", "127.0.0.1",
-             "--port", str(api_port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "infra.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(api_port),
+                "--workers",
+                str(workers),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{api_port}"
         with httpx.Client(base_url=base, timeout=10) as http:
@@ -115,8 +174,12 @@ def run_http_bench(devices: int = 500, seconds: int = 15, workers: int = 2) -> d
                         break
                 except httpx.HTTPError:
                     time.sleep(0.2)
-            creds = [http.post("/v1/devices", headers={"X-Enrolment-Key": enrol},
-                               json={"platform": "android"}).json()["credential"] for _ in range(devices)]
+            creds = [
+                http.post("/v1/devices", headers={"X-Enrolment-Key": enrol}, json={"platform": "android"}).json()[
+                    "credential"
+                ]
+                for _ in range(devices)
+            ]
         cred_file = root / "creds.txt"
         cred_file.write_text("\n".join(creds) + "\n")
         _wrk(base, cred_file, 1, 3, 16)  # warm-up: indexes built, pools filled

@@ -73,9 +73,7 @@ def _timezone(props: dict[str, Any], path: str, problems: list[GeometryProblem])
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        problems.append(
-            GeometryProblem(f"{path}.timezone", f"unknown IANA timezone {value!r}", "unknown_timezone")
-        )
+        problems.append(GeometryProblem(f"{path}.timezone", f"unknown IANA timezone {value!r}", "unknown_timezone"))
     return value
 
 
@@ -87,15 +85,11 @@ def _approach(
         return None
     field = f"{path}.approach_m"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        problems.append(
-            GeometryProblem(field, f"approach_m must be a number, got {json_type(value)}", "wrong_type")
-        )
+        problems.append(GeometryProblem(field, f"approach_m must be a number, got {json_type(value)}", "wrong_type"))
         return None
     if not (math.isfinite(value) and 0 <= value <= limits.max_radius_m):
         problems.append(
-            GeometryProblem(
-                field, f"approach_m must be within [0, {limits.max_radius_m:g}] m", "out_of_range"
-            )
+            GeometryProblem(field, f"approach_m must be within [0, {limits.max_radius_m:g}] m", "out_of_range")
         )
         return None
     return float(value)
@@ -114,9 +108,7 @@ def _external_ref(
         return str(fid)
     if fid is not None and fid != "":
         problems.append(
-            GeometryProblem(
-                f"{path}.id", f"id must be a string or an integer, got {json_type(fid)}", "wrong_type"
-            )
+            GeometryProblem(f"{path}.id", f"id must be a string or an integer, got {json_type(fid)}", "wrong_type")
         )
     return None
 
@@ -130,9 +122,7 @@ def _fences(
 ) -> list[FenceSpec]:
     field = f"{path}.geometry"
     if geometry is None:
-        problems.append(
-            GeometryProblem(field, "a place needs at least one fence; geometry is null", "missing")
-        )
+        problems.append(GeometryProblem(field, "a place needs at least one fence; geometry is null", "missing"))
         return []
     members: list[tuple[object, str]] = [(geometry, field)]
     if isinstance(geometry, dict) and geometry.get("type") == "GeometryCollection":
@@ -167,17 +157,13 @@ def _feature_to_place(feature: object, path: str, limits: GeometryLimits) -> Pla
     problems: list[GeometryProblem] = []
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
         shown = json_type(feature) if not isinstance(feature, dict) else repr(feature.get("type"))
-        raise GeometryValidationError(
-            [GeometryProblem(path, f"expected a Feature, got {shown}", "wrong_type")]
-        )
+        raise GeometryValidationError([GeometryProblem(path, f"expected a Feature, got {shown}", "wrong_type")])
     props = feature.get("properties")
     if props is None:
         props = {}
     if not isinstance(props, dict):
         problems.append(
-            GeometryProblem(
-                f"{path}.properties", f"properties must be an object, got {json_type(props)}", "wrong_type"
-            )
+            GeometryProblem(f"{path}.properties", f"properties must be an object, got {json_type(props)}", "wrong_type")
         )
         props = {}
     ppath = f"{path}.properties"
@@ -226,11 +212,7 @@ def features_to_places(
     limits = limits or GeometryLimits()
     if not isinstance(fc, dict):
         raise FeatureCollectionError(
-            [
-                GeometryProblem(
-                    "", f"expected a GeoJSON FeatureCollection object, got {json_type(fc)}", "wrong_type"
-                )
-            ]
+            [GeometryProblem("", f"expected a GeoJSON FeatureCollection object, got {json_type(fc)}", "wrong_type")]
         )
     top: list[GeometryProblem] = []
     if fc.get("type") != "FeatureCollection":
@@ -239,9 +221,7 @@ def features_to_places(
         top.append(GeometryProblem("type", f'type must be "FeatureCollection", got {shown}', "wrong_type"))
     features = fc.get("features")
     if not isinstance(features, list):
-        top.append(
-            GeometryProblem("features", f"features must be an array, got {json_type(features)}", "wrong_type")
-        )
+        top.append(GeometryProblem("features", f"features must be an array, got {json_type(features)}", "wrong_type"))
     if top:
         raise FeatureCollectionError(top)
     assert isinstance(features, list)

@@ -21,7 +21,7 @@ Immutable after `build`: build a new index beside the old one and swap the refer
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -67,11 +67,8 @@ def haversine_m(
     lon1: npt.ArrayLike, lat1: npt.ArrayLike, lon2: npt.ArrayLike, lat2: npt.ArrayLike
 ) -> FloatArray:
     """Great-circle distance in metres on the mean-radius sphere, element-wise."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    a = (
-        np.sin((p2 - p1) / 2) ** 2
-        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(np.subtract(lon2, lon1)) / 2) ** 2
-    )
+    p1, p2, dlon = np.radians(lat1), np.radians(lat2), np.radians(np.subtract(lon2, lon1))
+    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlon / 2) ** 2
     return np.asarray(2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0))), dtype=np.float64)
 
 
@@ -118,9 +115,7 @@ def _usable(entries: list[tuple[int, int, FenceSpec]]) -> BoolArray:
     geoms = np.empty(len(entries), dtype=object)
     geoms[:] = [spec.geometry for _, _, spec in entries]
     kinds = np.array([spec.kind for _, _, spec in entries], dtype=object)
-    radius = np.array(
-        [spec.radius_m if spec.radius_m is not None else math.nan for _, _, spec in entries], float
-    )
+    radius = np.array([spec.radius_m or math.nan for _, _, spec in entries], dtype=np.float64)
     type_id = shapely.get_type_id(geoms)  # -1 for None, 0 Point, 3 Polygon, 6 MultiPolygon
     coords, owner = shapely.get_coordinates(geoms, return_index=True)
     finite = np.bincount(owner, ~np.isfinite(coords).all(axis=1), minlength=geoms.size) == 0
@@ -149,17 +144,12 @@ def _edge_buckets(
     for number, width in enumerate(np.unique(widths).tolist()):
         members = np.flatnonzero(widths == width)
         bucket_of[members], row_of[members] = number, np.arange(members.size)
-        arrays = [np.repeat(ex1[first[members], None], width, axis=1) for _ in range(2)]
-        arrays += [np.repeat(ey1[first[members], None], width, axis=1) for _ in range(2)]
-        x1, x2, y1, y2 = arrays
+        pad_x, pad_y = ex1[first[members], None], ey1[first[members], None]
+        x1, x2, y1, y2 = (np.repeat(pad, width, axis=1) for pad in (pad_x, pad_x, pad_y, pad_y))
         mine = np.flatnonzero(widths[owner] == width)
         rows, cols = row_of[owner[mine]], position[mine]
-        x1[rows, cols], y1[rows, cols], x2[rows, cols], y2[rows, cols] = (
-            ex1[mine],
-            ey1[mine],
-            ex2[mine],
-            ey2[mine],
-        )
+        for table, values in ((x1, ex1), (y1, ey1), (x2, ex2), (y2, ey2)):
+            table[rows, cols] = values[mine]
         buckets.append(_EdgeBucket(x1, y1, x2, y2))
     return buckets, bucket_of, row_of
 
@@ -173,8 +163,9 @@ class _Projection:
         self.kx = self.ky * math.cos(math.radians(lat0))
 
     def __call__(self, lons: npt.ArrayLike, lats: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
-        x = (np.asarray(lons, dtype=np.float64) - self.lon0) * self.kx
-        return x, (np.asarray(lats, dtype=np.float64) - self.lat0) * self.ky
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd input becomes inf: no hits
+            x = (np.asarray(lons, dtype=np.float64) - self.lon0) * self.kx
+            return x, (np.asarray(lats, dtype=np.float64) - self.lat0) * self.ky
 
 
 class _Grid:
@@ -197,10 +188,8 @@ class _Grid:
             self.levels.append(self._level(np.flatnonzero(level == number), base * 4**number, width, height))
 
     def _cells(self, x: FloatArray, y: FloatArray, size: float) -> tuple[IntArray, IntArray]:
-        return (
-            np.floor((x - self.x_origin) / size).astype(np.int64),
-            np.floor((y - self.y_origin) / size).astype(np.int64),
-        )
+        cell_x, cell_y = np.floor((x - self.x_origin) / size), np.floor((y - self.y_origin) / size)
+        return cell_x.astype(np.int64), cell_y.astype(np.int64)
 
     def _level(
         self, items: IntArray, size: float, width: float, height: float
@@ -265,9 +254,7 @@ class FenceIndex:
         geoms = np.array([e[2].geometry for e in entries] or [None], dtype=object)[:n]
         bounds = shapely.bounds(geoms).reshape(n, 4)
         centre_lon, centre_lat = (bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2
-        self._project = _Projection(
-            float(np.mean(centre_lon)) if n else 0.0, float(np.mean(centre_lat)) if n else 0.0
-        )
+        self._project = _Projection(*(float(np.mean(c)) if n else 0.0 for c in (centre_lon, centre_lat)))
         cos0 = math.cos(math.radians(self._project.lat0))
         self._x_scale = np.cos(np.radians(centre_lat)) / cos0  # global-plane x -> fence-local metres
         self._radius = np.array([e[2].radius_m or 0.0 for e in entries], dtype=np.float64)
@@ -342,19 +329,30 @@ class FenceIndex:
         pos = np.minimum(np.searchsorted(self._sorted_ids, ids), self._sorted_ids.size - 1)
         return np.where(self._sorted_ids[pos] == ids, self._id_order[pos], -1)
 
-    def _polygon_test(self, items: IntArray, x: FloatArray, y: FloatArray, inside: bool) -> FloatArray:
-        """Per candidate: 1.0/0.0 containment (inside=True) or local-frame distance to the edges."""
+    def _per_bucket(
+        self, items: IntArray, test: Callable[[_EdgeBucket, IntArray, IntArray], npt.NDArray[np.generic]]
+    ) -> FloatArray:
+        """Apply `test(bucket, rows, chunk)` to polygon candidates, grouped by edge bucket."""
         out = np.empty(items.size, dtype=np.float64)
         buckets = self._bucket[items]
         for number in np.unique(buckets).tolist():
             bucket = self._buckets[number]
             for chunk in _chunks(np.flatnonzero(buckets == number), bucket.width):
-                rows = self._row[items[chunk]]
-                if inside:
-                    out[chunk] = bucket.contains(rows, x[chunk], y[chunk])
-                else:
-                    out[chunk] = bucket.distance(rows, x[chunk], y[chunk], self._x_scale[items[chunk]])
+                out[chunk] = test(bucket, self._row[items[chunk]], chunk)
         return out
+
+    def _polygon_contains(self, items: IntArray, x: FloatArray, y: FloatArray) -> BoolArray:
+        inside = self._per_bucket(items, lambda bucket, rows, c: bucket.contains(rows, x[c], y[c]))
+        return np.asarray(inside == 1.0)
+
+    def _polygon_distance(self, items: IntArray, x: FloatArray, y: FloatArray) -> FloatArray:
+        """Local-frame metres to the polygon, 0 inside."""
+
+        def test(bucket: _EdgeBucket, rows: IntArray, c: IntArray) -> FloatArray:
+            edges = bucket.distance(rows, x[c], y[c], self._x_scale[items[c]])
+            return np.where(bucket.contains(rows, x[c], y[c]), 0.0, edges)
+
+        return self._per_bucket(items, test)
 
     def _building_distance(self, items: IntArray, lons: FloatArray, lats: FloatArray) -> FloatArray:
         x, y = self._project(lons, lats)
@@ -363,8 +361,7 @@ class FenceIndex:
         ci, pi = np.flatnonzero(circle), np.flatnonzero(~circle)
         centre = haversine_m(self._centre_lon[items[ci]], self._centre_lat[items[ci]], lons[ci], lats[ci])
         out[ci] = np.maximum(centre - self._radius[items[ci]], 0.0)
-        outside = pi[self._polygon_test(items[pi], x[pi], y[pi], inside=True) == 0.0]
-        out[outside] = self._polygon_test(items[outside], x[outside], y[outside], inside=False)
+        out[pi] = self._polygon_distance(items[pi], x[pi], y[pi])
         return out
 
     def _match(self, lons: FloatArray, lats: FloatArray) -> tuple[IntArray, IntArray, npt.NDArray[np.int8]]:
@@ -382,7 +379,7 @@ class FenceIndex:
             self._centre_lon[item[ci]], self._centre_lat[item[ci]], lons[fix[ci]], lats[fix[ci]]
         )
         building[ci] = centre <= self._radius[item[ci]]
-        building[pi] = self._polygon_test(item[pi], x[fix[pi]], y[fix[pi]], inside=True) == 1.0
+        building[pi] = self._polygon_contains(item[pi], x[fix[pi]], y[fix[pi]])
         approach = building & ~np.isnan(self._approach[item])
         near = np.flatnonzero(~building & ~np.isnan(self._approach[item]))
         if near.size:
@@ -425,20 +422,15 @@ class FenceIndex:
         less the approach width, which is exact for the true buffer.
         """
         items = self._items_of(fence_ids)
-        lon_arr, lat_arr = (
-            np.broadcast_to(np.asarray(lons, np.float64), items.shape),
-            np.broadcast_to(np.asarray(lats, np.float64), items.shape),
-        )
+        lon_arr, lat_arr = (np.broadcast_to(np.asarray(a, np.float64), items.shape) for a in (lons, lats))
         out = np.full(items.shape, np.inf)
         known = np.flatnonzero((items >= 0) & np.isfinite(lon_arr) & np.isfinite(lat_arr))
         distance = self._building_distance(items[known], lon_arr[known], lat_arr[known])
         if zones is not None:
             approach = np.broadcast_to(np.asarray(zones), items.shape)[known] == ZONE_APPROACH
-            width = self._approach[items[known][approach]]
-            distance[approach] = np.where(
-                np.isnan(width), np.inf, np.maximum(distance[approach] - width, 0.0)
-            )
-        out[known] = distance
+            width = self._approach[items[known][approach]]  # NaN (no approach zone) -> NaN -> inf below
+            distance[approach] = np.maximum(distance[approach] - width, 0.0)
+        out[known] = np.where(np.isnan(distance), np.inf, distance)
         return out
 
     def fences_near(self, lon: float, lat: float, radius_m: float) -> list[tuple[IndexedFence, float]]:

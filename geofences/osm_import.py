@@ -111,9 +111,7 @@ def _address(tags: Mapping[str, str]) -> str | None:
 
 
 class _Reader:
-    def __init__(
-        self, wanted: TagFilter, node_radius_m: float, limits: GeometryLimits, timezone: str
-    ) -> None:
+    def __init__(self, wanted: TagFilter, node_radius_m: float, limits: GeometryLimits, timezone: str) -> None:
         self.wanted = wanted
         self.keys = list(dict.fromkeys(k for k, _ in wanted))
         self.node_radius_m = node_radius_m
@@ -157,9 +155,7 @@ class _Reader:
             properties=properties,
         )
 
-    def _skip(
-        self, osm_type: str, osm_id: int, tags: Mapping[str, str], kind: str, reason: str, code: str
-    ) -> None:
+    def _skip(self, osm_type: str, osm_id: int, tags: Mapping[str, str], kind: str, reason: str, code: str) -> None:
         ref = f"osm:{osm_type}/{osm_id}"
         problem = GeometryProblem("geometry", reason, code)
         self.skipped[(_TYPE_ORDER[osm_type], osm_id)] = SkippedObject(
@@ -191,14 +187,10 @@ class _Reader:
             if obj.is_closed():
                 # Extracts clipped at a bounding box cut buildings on the edge: name the cause.
                 missing = sum(1 for n in obj.nodes if not n.location.valid())
-                why = (
-                    f"{missing} of its {len(obj.nodes)} nodes are missing from the extract" if missing else ""
-                )
+                why = f"{missing} of its {len(obj.nodes)} nodes are missing from the extract" if missing else ""
                 self._expect("way", obj.id, tags, kind, why)
             else:
-                self._skip(
-                    "way", obj.id, tags, kind, "way is not closed, so it outlines no area", "not_an_area"
-                )
+                self._skip("way", obj.id, tags, kind, "way is not closed, so it outlines no area", "not_an_area")
         elif isinstance(obj, osmium.osm.Relation):
             rel_type = tags.get("type")
             if rel_type in ("multipolygon", "boundary"):
@@ -217,9 +209,7 @@ class _Reader:
         try:
             geom = shapely.from_wkb(self.factory.create_multipolygon(area))
         except (RuntimeError, shapely.errors.ShapelyError) as exc:
-            self._skip(
-                osm_type, osm_id, tags, kind, f"area geometry could not be built: {exc}", "invalid_geometry"
-            )
+            self._skip(osm_type, osm_id, tags, kind, f"area geometry could not be built: {exc}", "invalid_geometry")
             return
         if isinstance(geom, MultiPolygon) and len(geom.geoms) == 1:
             geom = geom.geoms[0]  # one building is a Polygon; MultiPolygon only when it really is several

@@ -47,17 +47,13 @@ class PlaceRepository:
     async def add(self, organisation_id: int, spec: PlaceSpec) -> int:
         place_id: int = (
             await self.session.execute(
-                insert(Place)
-                .values(organisation_id=organisation_id, **_place_values(spec))
-                .returning(Place.id)
+                insert(Place).values(organisation_id=organisation_id, **_place_values(spec)).returning(Place.id)
             )
         ).scalar_one()
         await self._insert_fences(organisation_id, place_id, spec.fences)
         return place_id
 
-    async def _insert_fences(
-        self, organisation_id: int, place_id: int, fences: Sequence[FenceSpec]
-    ) -> list[int]:
+    async def _insert_fences(self, organisation_id: int, place_id: int, fences: Sequence[FenceSpec]) -> list[int]:
         if not fences:
             return []
         rows = [_fence_row(organisation_id, place_id, fence) for fence in fences]
@@ -67,9 +63,7 @@ class PlaceRepository:
     async def find_by_external_ref(self, organisation_id: int, external_ref: str) -> int | None:
         return (
             await self.session.execute(
-                select(Place.id).where(
-                    Place.organisation_id == organisation_id, Place.external_ref == external_ref
-                )
+                select(Place.id).where(Place.organisation_id == organisation_id, Place.external_ref == external_ref)
             )
         ).scalar_one_or_none()
 
@@ -84,9 +78,7 @@ class PlaceRepository:
         )
         return result.scalar_one_or_none() is not None
 
-    async def replace_fences(
-        self, organisation_id: int, place_id: int, fences: Sequence[FenceSpec]
-    ) -> list[int]:
+    async def replace_fences(self, organisation_id: int, place_id: int, fences: Sequence[FenceSpec]) -> list[int]:
         await self.session.execute(delete(Geofence).where(Geofence.place_id == place_id))
         return await self._insert_fences(organisation_id, place_id, fences)
 
@@ -98,16 +90,12 @@ class PlaceRepository:
 
     async def delete(self, organisation_id: int, place_id: int) -> bool:
         result = await self.session.execute(
-            delete(Place)
-            .where(Place.id == place_id, Place.organisation_id == organisation_id)
-            .returning(Place.id)
+            delete(Place).where(Place.id == place_id, Place.organisation_id == organisation_id).returning(Place.id)
         )
         return result.scalar_one_or_none() is not None
 
     async def get(self, organisation_id: int, place_id: int) -> PlaceRecord | None:
-        records = await self._load(
-            select(Place).where(Place.id == place_id, Place.organisation_id == organisation_id)
-        )
+        records = await self._load(select(Place).where(Place.id == place_id, Place.organisation_id == organisation_id))
         return records[0] if records else None
 
     async def search(
@@ -135,9 +123,7 @@ class PlaceRepository:
                     func.ST_Intersects(Geofence.geom, envelope),
                     and_(
                         Geofence.kind == "circle",
-                        func.ST_DWithin(
-                            func.Geography(Geofence.geom), func.Geography(envelope), Geofence.radius_m
-                        ),
+                        func.ST_DWithin(func.Geography(Geofence.geom), func.Geography(envelope), Geofence.radius_m),
                     ),
                 ),
             )
@@ -182,9 +168,7 @@ class PlaceRepository:
 
     async def count(self, organisation_id: int) -> int:
         return (
-            await self.session.execute(
-                select(func.count(Place.id)).where(Place.organisation_id == organisation_id)
-            )
+            await self.session.execute(select(func.count(Place.id)).where(Place.organisation_id == organisation_id))
         ).scalar_one()
 
     async def fences_for_index(self, organisation_id: int) -> list[tuple[int, int, FenceSpec, float | None]]:

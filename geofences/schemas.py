@@ -25,9 +25,7 @@ def _check_timezone(value: str | None) -> str | None:
 
 class FenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    geometry: dict[str, Any] = Field(
-        description="GeoJSON Polygon or MultiPolygon; a Point with radius_m is a circle"
-    )
+    geometry: dict[str, Any] = Field(description="GeoJSON Polygon or MultiPolygon; a Point with radius_m is a circle")
     radius_m: float | None = Field(default=None, description="Circle radius in metres (geodesic)")
 
 
@@ -70,9 +68,7 @@ def fences_to_specs(fences: list[FenceIn], limits: GeometryLimits, prefix: str =
     for position, fence in enumerate(fences):
         try:
             specs.append(
-                validate_fence_geometry(
-                    fence.geometry, fence.radius_m, limits, field=f"{prefix}[{position}].geometry"
-                )
+                validate_fence_geometry(fence.geometry, fence.radius_m, limits, field=f"{prefix}[{position}].geometry")
             )
         except GeometryValidationError as error:
             # Geometry problems carry the path we gave; others (radius_m) are relative to the fence.

@@ -122,41 +122,46 @@ def step(
         return state._replace(rejected_jumps=state.rejected_jumps + 1), []
     accuracy = accuracy_of(fix)
     fences = dict(state.fences)
-    events = _exits(fences, fix.ts, inside, distance_m, max(accuracy, config.min_exit_margin_m))
+    events: list[TransitionEvent[K]] = []
+    _exit(fences, events, fix.ts, inside, distance_m, max(accuracy, config.min_exit_margin_m))
     if accuracy <= config.max_enter_accuracy_m:
-        events += _enters(fences, fix.ts, inside)
-    events += _dwells(fences, fix.ts, config.dwell_after_s)
+        _enter(fences, events, fix.ts, inside)
+    _dwell(fences, events, fix.ts, config.dwell_after_s)
     return DeviceState(fix.ts, fix.lon, fix.lat, fences, 0), events
 
 
-def _exits(
+# The helpers below update `fences` and append to `events` in place: both are step's own fresh
+# objects, and a step costs less without building and joining intermediate lists.
+
+
+def _exit(
     fences: dict[K, FenceState],
+    events: list[TransitionEvent[K]],
     ts: float,
     inside: AbstractSet[K],
     distance_m: Mapping[K, float],
     margin: float,
-) -> list[TransitionEvent[K]]:
-    gone = [key for key in fences if key not in inside and distance_m[key] >= margin]
-    for key in gone:
+) -> None:
+    for key in [key for key in fences if key not in inside and distance_m[key] >= margin]:
         del fences[key]
-    return [TransitionEvent("exit", key, ts) for key in gone]
+        events.append(TransitionEvent("exit", key, ts))
 
 
-def _enters(fences: dict[K, FenceState], ts: float, inside: AbstractSet[K]) -> list[TransitionEvent[K]]:
-    new = [key for key in inside if key not in fences]
-    for key in new:
-        fences[key] = FenceState(entered_at=ts)
-    return [TransitionEvent("enter", key, ts) for key in new]
+def _enter(
+    fences: dict[K, FenceState], events: list[TransitionEvent[K]], ts: float, inside: AbstractSet[K]
+) -> None:
+    for key in inside:
+        if key not in fences:
+            fences[key] = FenceState(ts)
+            events.append(TransitionEvent("enter", key, ts))
 
 
-def _dwells(fences: dict[K, FenceState], ts: float, dwell_after_s: float) -> list[TransitionEvent[K]]:
+def _dwell(
+    fences: dict[K, FenceState], events: list[TransitionEvent[K]], ts: float, dwell_after_s: float
+) -> None:
     # Checked on every accepted fix while the state says inside, including fixes in the
     # hysteresis band just outside: the device has not left, so its time there counts.
-    due = [
-        key
-        for key, fence in fences.items()
-        if not fence.dwell_fired and ts - fence.entered_at >= dwell_after_s
-    ]
-    for key in due:
-        fences[key] = FenceState(fences[key].entered_at, dwell_fired=True)
-    return [TransitionEvent("dwell", key, ts) for key in due]
+    for key, fence in fences.items():
+        if not fence.dwell_fired and ts - fence.entered_at >= dwell_after_s:
+            fences[key] = FenceState(fence.entered_at, dwell_fired=True)  # same key: safe while iterating
+            events.append(TransitionEvent("dwell", key, ts))

@@ -58,9 +58,7 @@ class _Problems:
 
     def raise_if_any(self) -> None:
         if self.omitted:
-            self.items.append(
-                GeometryProblem("", f"{self.omitted} further problems not listed", "too_many_problems")
-            )
+            self.items.append(GeometryProblem("", f"{self.omitted} further problems not listed", "too_many_problems"))
             self.omitted = 0
         if self.items:
             raise GeometryValidationError(self.items)
@@ -107,9 +105,7 @@ def _finite_point(x: float, y: float) -> tuple[float, float] | None:
     return (x, y) if math.isfinite(x) and math.isfinite(y) else None
 
 
-def _range_ok(
-    x: float, y: float, lon_field: str, lat_field: str, problems: _Problems, *, geojson: bool
-) -> bool:
+def _range_ok(x: float, y: float, lon_field: str, lat_field: str, problems: _Problems, *, geojson: bool) -> bool:
     lon_ok = -180.0 <= x <= 180.0
     lat_ok = -90.0 <= y <= 90.0
     if lon_ok and lat_ok:
@@ -126,9 +122,7 @@ def _range_ok(
     return False
 
 
-def validate_lon_lat(
-    lon: object, lat: object, lon_field: str = "lon", lat_field: str = "lat"
-) -> list[GeometryProblem]:
+def validate_lon_lat(lon: object, lat: object, lon_field: str = "lon", lat_field: str = "lat") -> list[GeometryProblem]:
     """Problems with one WGS 84 location (e.g. a device fix); an empty list means it is fine."""
     problems = _Problems()
     x = _number(lon, lon_field, "longitude", problems)
@@ -143,9 +137,7 @@ def _position(value: object, path: str, problems: _Problems) -> tuple[float, flo
         problems.add(path, f"a position must be an array [lon, lat], got {json_type(value)}", "wrong_type")
         return None
     if len(value) not in (2, 3):
-        problems.add(
-            path, f"a position must have 2 or 3 numbers [lon, lat(, alt)], got {len(value)}", "bad_position"
-        )
+        problems.add(path, f"a position must have 2 or 3 numbers [lon, lat(, alt)], got {len(value)}", "bad_position")
         return None
     x = _number(value[0], path, "longitude", problems)
     y = _number(value[1], path, "latitude", problems)
@@ -158,9 +150,7 @@ def _position(value: object, path: str, problems: _Problems) -> tuple[float, flo
 
 def _ring(value: object, path: str, problems: _Problems) -> _Ring | None:
     if not isinstance(value, list | tuple):
-        problems.add(
-            path, f"a linear ring must be an array of positions, got {json_type(value)}", "wrong_type"
-        )
+        problems.add(path, f"a linear ring must be an array of positions, got {json_type(value)}", "wrong_type")
         return None
     positions = [_position(v, f"{path}[{k}]", problems) for k, v in enumerate(value)]
     ring = [p for p in positions if p is not None]
@@ -187,9 +177,7 @@ def _ring(value: object, path: str, problems: _Problems) -> _Ring | None:
 
 def _polygon(value: object, path: str, problems: _Problems) -> _PolygonRings | None:
     if not isinstance(value, list | tuple):
-        problems.add(
-            path, f"polygon coordinates must be an array of rings, got {json_type(value)}", "wrong_type"
-        )
+        problems.add(path, f"polygon coordinates must be an array of rings, got {json_type(value)}", "wrong_type")
         return None
     if not value:
         problems.add(path, "a polygon needs at least its exterior ring", "too_few_points")
@@ -268,9 +256,7 @@ def _validity_problem(
         for p, rings in enumerate(polygons):
             for r, ring in enumerate(rings):
                 if LinearRing(ring).distance(where) <= _LOCATION_TOLERANCE_DEG:
-                    hits.append(
-                        (p, f"{field}.coordinates[{p}][{r}]" if multi else f"{field}.coordinates[{r}]")
-                    )
+                    hits.append((p, f"{field}.coordinates[{p}][{r}]" if multi else f"{field}.coordinates[{r}]"))
     target = hits[0][1] if hits else f"{field}.coordinates"
     if code == "self_intersection" and len({p for p, _ in hits}) > 1:
         code, text = "overlapping_polygons", "polygons of the MultiPolygon overlap"
@@ -283,9 +269,7 @@ def _validity_problem(
 
 def _radius(radius_m: object, radius_field: str, limits: GeometryLimits, problems: _Problems) -> float | None:
     if radius_m is None:
-        problems.add(
-            radius_field, "a Point fence is a circle and needs radius_m in metres", "radius_required"
-        )
+        problems.add(radius_field, "a Point fence is a circle and needs radius_m in metres", "radius_required")
         return None
     radius = _number(radius_m, radius_field, "radius_m", problems)
     if radius is None:
@@ -342,9 +326,7 @@ def validate_fence_geometry(
         problems.add(radius_field, f"radius_m only applies to a Point, not a {gtype}", "unexpected_radius")
     vertices = _vertex_count(str(gtype), coords)
     if vertices > limits.max_vertices:
-        problems.add(
-            path, f"{vertices} vertices, more than the limit {limits.max_vertices}", "too_many_vertices"
-        )
+        problems.add(path, f"{vertices} vertices, more than the limit {limits.max_vertices}", "too_many_vertices")
         problems.raise_if_any()
 
     polygons: list[_PolygonRings] = []
@@ -377,9 +359,7 @@ def validate_fence_geometry(
     problems.raise_if_any()
     point = (where.x, where.y)
     if area > limits.max_area_m2:
-        problems.add(
-            field, f"area {area:,.0f} m² is larger than {limits.max_area_m2:,.0f} m²", "area_too_large", point
-        )
+        problems.add(field, f"area {area:,.0f} m² is larger than {limits.max_area_m2:,.0f} m²", "area_too_large", point)
     elif area < limits.min_area_m2:
         problems.add(
             field,

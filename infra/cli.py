@@ -21,9 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from infra.settings import Settings, get_settings
 from infra.stack import PgCluster, RedisServer, pg_data_dir
 
-app = typer.Typer(
-    help="Placecast: geofences, check-ins and pushes around public buildings.", no_args_is_help=True
-)
+app = typer.Typer(help="Placecast: geofences, check-ins and pushes around public buildings.", no_args_is_help=True)
 console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -58,9 +56,7 @@ async def _org_id(factory: Any, slug: str) -> int:
     from services.models import Organisation
 
     async with factory() as session:
-        found = (
-            await session.execute(select(Organisation.id).where(Organisation.slug == slug))
-        ).scalar_one_or_none()
+        found = (await session.execute(select(Organisation.id).where(Organisation.slug == slug))).scalar_one_or_none()
     if found is None:
         console.print(f"[red]no organisation {slug!r}[/red] (create one with `placecast create-org`)")
         raise typer.Exit(2)
@@ -106,9 +102,7 @@ def create_org(name: str, slug: str) -> None:
     async def work(factory: Any) -> str:
         async with unit_of_work(factory) as uow:
             organisation_id = await create_organisation(uow.session, name=name, slug=slug)
-            return await create_api_key(
-                uow.session, organisation_id=organisation_id, name="cli", role=Role.owner
-            )
+            return await create_api_key(uow.session, organisation_id=organisation_id, name="cli", role=Role.owner)
 
     typer.echo(_with_session(work))
 
@@ -145,9 +139,7 @@ def import_osm(
         str | None, typer.Option(help="e.g. amenity=library,amenity=townhall; default: public buildings")
     ] = None,
     org: Annotated[str, typer.Option(help="organisation slug")] = "demo",
-    node_radius_m: Annotated[
-        float | None, typer.Option(help="radius of circles made from tagged nodes")
-    ] = None,
+    node_radius_m: Annotated[float | None, typer.Option(help="radius of circles made from tagged nodes")] = None,
 ) -> None:
     """Import public buildings from OpenStreetMap, idempotent on the OSM id (a re-import updates)."""
     from geofences.osm_import import DEFAULT_PUBLIC_TAGS, parse_tag_filter, read_osm_places
@@ -173,9 +165,7 @@ def import_osm(
             progress.update(reading, completed=done, total=total)
 
         try:
-            result = read_osm_places(
-                path, tag_filter, node_radius_m or settings.osm_node_radius_m, progress=tick
-            )
+            result = read_osm_places(path, tag_filter, node_radius_m or settings.osm_node_radius_m, progress=tick)
         except (RuntimeError, OSError) as error:  # osmium reports a corrupt file as RuntimeError
             console.print(f"[red]could not read {path}:[/red] {error}")
             raise typer.Exit(2) from error
@@ -219,9 +209,7 @@ def import_geojson(
     created, updated = _with_session(store)
     console.print(f"{created} created, {updated} updated, {len(refused)} refused")
     for item in refused:
-        console.print(
-            f"  feature {item.index}: " + "; ".join(f"{p.field}: {p.reason}" for p in item.problems)
-        )
+        console.print(f"  feature {item.index}: " + "; ".join(f"{p.field}: {p.reason}" for p in item.problems))
     if refused:
         raise typer.Exit(1)
 
@@ -251,9 +239,7 @@ def export_geojson(
 
 @app.command()
 def simulate(
-    route: Annotated[
-        list[str] | None, typer.Option(help="visitor-oodi, staff-fire-station (repeatable)")
-    ] = None,
+    route: Annotated[list[str] | None, typer.Option(help="visitor-oodi, staff-fire-station (repeatable)")] = None,
     url: Annotated[str | None, typer.Option(help="API base URL (default: the local server)")] = None,
     enrolment_key: Annotated[str | None, typer.Option(help="default: the demo organisation's")] = None,
     speed: Annotated[float, typer.Option(help="walking speed, m/s")] = 1.4,
@@ -279,9 +265,7 @@ def simulate(
         raise typer.Exit(2)
 
     def show(name: str, event: dict[str, Any]) -> None:
-        typer.echo(
-            f"{name}: {event['kind']:<6} {event['place_name']} ({event['zone']}) at {event['occurred_at']}"
-        )
+        typer.echo(f"{name}: {event['kind']:<6} {event['place_name']} ({event['zone']}) at {event['occurred_at']}")
 
     base = url or f"http://{settings.api_host}:{settings.api_port}"
     with httpx.Client(base_url=base, timeout=10) as http:

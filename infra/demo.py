@@ -87,9 +87,7 @@ async def seed_demo(
                 )
         api_key = enrolment_key = None
         if want_api_key:
-            api_key = await create_api_key(
-                uow.session, organisation_id=organisation_id, name="demo", role=Role.owner
-            )
+            api_key = await create_api_key(uow.session, organisation_id=organisation_id, name="demo", role=Role.owner)
         if want_enrolment_key:
             enrolment_key = await create_api_key(
                 uow.session, organisation_id=organisation_id, name="demo app", purpose="enrolment"

@@ -57,17 +57,13 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = [
             {
                 # A JSON syntax error's location is a character offset, not a field.
-                "field": "body"
-                if e.get("type") == "json_invalid"
-                else _loc_to_field(tuple(e.get("loc", ()))),
+                "field": "body" if e.get("type") == "json_invalid" else _loc_to_field(tuple(e.get("loc", ()))),
                 "reason": str(e.get("msg")),
                 "code": str(e.get("type")),
             }
             for e in error.errors()
         ]
-        return ORJSONResponse(
-            error_body("validation_failed", "the request is not valid", problems), status_code=422
-        )
+        return ORJSONResponse(error_body("validation_failed", "the request is not valid", problems), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:

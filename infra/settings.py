@@ -88,9 +88,7 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         password = self.pg_password.get_secret_value()
-        return (
-            f"postgresql+asyncpg://{self.pg_user}:{password}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
-        )
+        return f"postgresql+asyncpg://{self.pg_user}:{password}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
 
     @property
     def sync_database_url(self) -> str:

@@ -20,9 +20,7 @@ log = structlog.get_logger(__name__)
 
 def make_sender(settings: Settings) -> Any:
     if settings.fcm_credentials_file is None:
-        log.warning(
-            "push_disabled", reason="PLACECAST_FCM_CREDENTIALS_FILE is not set; notifications go to inboxes"
-        )
+        log.warning("push_disabled", reason="PLACECAST_FCM_CREDENTIALS_FILE is not set; notifications go to inboxes")
         return None
     from notifications.push import FcmSender
 

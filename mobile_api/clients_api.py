@@ -32,9 +32,7 @@ router = APIRouter(prefix="/v1", tags=["mobile: client protocols"])
 
 
 def protocol_error(error: ProtocolError) -> Response:
-    body = error_body(
-        "bad_request", str(error), [{"field": error.field, "reason": error.reason, "code": "protocol"}]
-    )
+    body = error_body("bad_request", str(error), [{"field": error.field, "reason": error.reason, "code": "protocol"}])
     return ORJSONResponse(body, status_code=400)
 
 
@@ -48,9 +46,7 @@ def _basic_password(header: str | None) -> str | None:
     return decoded.partition(":")[2] or None
 
 
-async def _owntracks_device(
-    session: AsyncSession, request: Request, password: str, device_key: str
-) -> DeviceAuth:
+async def _owntracks_device(session: AsyncSession, request: Request, password: str, device_key: str) -> DeviceAuth:
     if not password.startswith("pce_"):
         return await devices.authenticate_device(session, password, request.app.state.credentials)
     organisation = await authenticate_api_key(session, password, purpose="enrolment")
@@ -80,9 +76,7 @@ async def owntracks(request: Request, uow: UowDep) -> Response:
     if not password:
         raise Unauthorized("OwnTracks: set HTTP authentication with the device credential as the password")
     try:
-        message = parse_owntracks(
-            await _json_body(request), {k.lower(): v for k, v in request.headers.items()}
-        )
+        message = parse_owntracks(await _json_body(request), {k.lower(): v for k, v in request.headers.items()})
     except ProtocolError as error:
         return protocol_error(error)
     device = await _owntracks_device(uow.session, request, password, message.device_key)
@@ -107,13 +101,9 @@ async def osmand(request: Request, uow: UowDep) -> Response:
     except ProtocolError as error:
         return protocol_error(error)
     try:
-        device = await devices.authenticate_device(
-            uow.session, parsed.device_id, request.app.state.credentials
-        )
+        device = await devices.authenticate_device(uow.session, parsed.device_id, request.app.state.credentials)
     except DomainError:
-        body = error_body(
-            "unknown_device", "unknown device: set the device identifier to the device credential"
-        )
+        body = error_body("unknown_device", "unknown device: set the device identifier to the device credential")
         return ORJSONResponse(body, status_code=400)
     await rate_limit(request, device)
     await ingest(request, uow, device, [parsed.fix], source="osmand")

@@ -36,9 +36,7 @@ async def _inbox(
     session: AsyncSession, device_id: int, *, after: int = 0, before: int | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     sql = INBOX_SQL.format(older="AND id < :before" if before else "")
-    rows = await session.execute(
-        text(sql), {"d": device_id, "after": after, "before": before, "limit": limit}
-    )
+    rows = await session.execute(text(sql), {"d": device_id, "after": after, "before": before, "limit": limit})
     return [_item(r) for r in rows.mappings()]
 
 

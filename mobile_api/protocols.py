@@ -97,9 +97,7 @@ class OsmAndFix:
 
 
 def _json_type(value: object) -> str:
-    return _JSON_TYPES.get(
-        type(value), "a number" if isinstance(value, int | float) else type(value).__name__
-    )
+    return _JSON_TYPES.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
 
 
 def _number(obj: Mapping[str, object], key: str, field: str | None = None) -> float | None:

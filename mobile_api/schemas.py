@@ -44,9 +44,7 @@ class FixIn(BaseModel):
 
 class FixBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    batch_id: str = Field(
-        min_length=1, max_length=100, description="Client-chosen id; a replay stores nothing twice"
-    )
+    batch_id: str = Field(min_length=1, max_length=100, description="Client-chosen id; a replay stores nothing twice")
     fixes: list[FixIn] = Field(min_length=1, max_length=1000)
 
 
@@ -64,14 +62,10 @@ class DeviceIn(BaseModel):
     platform: Literal["android", "ios", "web"]
     role: Literal["visitor", "staff"] = "visitor"
     fcm_token: str | None = Field(default=None, min_length=1, max_length=4096)
-    locale: str = Field(
-        default="en", min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$"
-    )
+    locale: str = Field(default="en", min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
     timezone: str = Field(default="Europe/Helsinki", max_length=64)
     consents: dict[Purpose, bool] = Field(default_factory=dict)
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list, max_length=50
-    )
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=50)
     team: str | None = Field(default=None, max_length=100)
     external_id: str | None = Field(
         default=None,

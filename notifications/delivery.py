@@ -49,9 +49,7 @@ def backoff_s(attempt: int) -> float:
     return float(min(3600, 2**attempt * 2) * (0.75 + random.random() / 2))
 
 
-async def _claim(
-    factory: async_sessionmaker[AsyncSession], which: str, ids: Sequence[int], limit: int
-) -> list[Any]:
+async def _claim(factory: async_sessionmaker[AsyncSession], which: str, ids: Sequence[int], limit: int) -> list[Any]:
     async with unit_of_work(factory) as uow:
         rows = await uow.session.execute(
             text(CLAIM.format(which=which)), {"ids": list(ids), "limit": limit, "lease": LEASE_S}
@@ -79,9 +77,7 @@ async def send_deliveries(
     limit: int = 2000,
 ) -> SendReport:
     """Send the fresh deliveries of these notifications, or (ids None) every due retry and expired lease."""
-    rows = await _claim(
-        factory, FRESH if notification_ids is not None else DUE, notification_ids or [], limit
-    )
+    rows = await _claim(factory, FRESH if notification_ids is not None else DUE, notification_ids or [], limit)
     report = SendReport()
     if not rows:
         return report
@@ -106,9 +102,7 @@ async def _apply(session: AsyncSession, row: Any, outcome: PushOutcome, report: 
         report.sent += 1
     elif outcome.status in ("unregistered", "invalid"):
         # The token is dead: stop using it until the app registers a new one.
-        await session.execute(
-            text("UPDATE devices SET fcm_token_active = false WHERE id = :d"), {"d": row.device_id}
-        )
+        await session.execute(text("UPDATE devices SET fcm_token_active = false WHERE id = :d"), {"d": row.device_id})
         await _settle(session, row.id, "failed", error=f"{outcome.error_code}: {outcome.reason}")
         report.deactivated += 1
     elif outcome.status == "retry" and row.attempts < MAX_ATTEMPTS:
@@ -136,7 +130,8 @@ async def _settle(
 ) -> None:
     await session.execute(
         text(
-            "UPDATE deliveries SET status = CAST(:s AS text), provider_id = :p, last_error = :e, next_attempt_at = NULL,"
+            "UPDATE deliveries SET status = CAST(:s AS text), provider_id = :p, last_error = :e,"
+            " next_attempt_at = NULL,"
             " sent_at = CASE WHEN CAST(:s AS text) = 'sent' THEN now() ELSE sent_at END WHERE id = :id"
         ),
         {"s": status, "p": provider_id, "e": (error or None) and error[:500], "id": delivery_id},

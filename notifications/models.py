@@ -113,9 +113,7 @@ class Delivery(IdMixin, Base):
 
 class WebhookSubscription(IdMixin, TimestampMixin, Base):
     __tablename__ = "webhook_subscriptions"
-    organisation_id: Mapped[int] = mapped_column(
-        ForeignKey("organisations.id", ondelete="CASCADE"), index=True
-    )
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
     url: Mapped[str] = mapped_column(Text)
     secret: Mapped[str] = mapped_column(String(128))
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(16)), server_default="{}")

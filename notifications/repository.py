@@ -15,9 +15,7 @@ from notifications.rules import ContentRule, DeviceFacts, EventFacts
 
 async def claim_outbox(session: AsyncSession, event_ids: Sequence[int] | None, limit: int = 500) -> list[int]:
     """Lock unprocessed outbox rows; another job holding them is skipped, never waited for."""
-    where = "processed_at IS NULL" + (
-        " AND event_id = ANY(CAST(:ids AS bigint[]))" if event_ids is not None else ""
-    )
+    where = "processed_at IS NULL" + (" AND event_id = ANY(CAST(:ids AS bigint[]))" if event_ids is not None else "")
     rows = await session.execute(
         text(f"SELECT event_id FROM outbox WHERE {where} ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"),
         {"ids": list(event_ids or []), "limit": limit},
@@ -59,9 +57,7 @@ async def event_facts(session: AsyncSession, event_ids: Sequence[int]) -> list[t
     )
     return [
         (
-            EventFacts(
-                r.id, r.kind, r.zone, r.place_id, r.place_kind, r.timezone, r.opening_hours, r.occurred_at
-            ),
+            EventFacts(r.id, r.kind, r.zone, r.place_id, r.place_kind, r.timezone, r.opening_hours, r.occurred_at),
             r.device_id,
             r.organisation_id,
         )
@@ -69,9 +65,7 @@ async def event_facts(session: AsyncSession, event_ids: Sequence[int]) -> list[t
     ]
 
 
-async def device_facts(
-    session: AsyncSession, device_ids: Sequence[int]
-) -> dict[int, tuple[DeviceFacts, Any]]:
+async def device_facts(session: AsyncSession, device_ids: Sequence[int]) -> dict[int, tuple[DeviceFacts, Any]]:
     rows = await session.execute(
         text(
             "SELECT id, role, tags, consents, timezone, fcm_token, fcm_token_active, team, locale"
@@ -100,8 +94,7 @@ async def content_rules(
 ) -> tuple[list[ContentRule], dict[int, Any]]:
     rows = await session.execute(
         text(
-            "SELECT * FROM content_items WHERE organisation_id = :o AND active"
-            " AND (place_id = :p OR place_kind = :k)"
+            "SELECT * FROM content_items WHERE organisation_id = :o AND active AND (place_id = :p OR place_kind = :k)"
         ),
         {"o": organisation_id, "p": place_id, "k": place_kind},
     )
@@ -156,13 +149,12 @@ async def insert_notification(session: AsyncSession, values: dict[str, Any]) -> 
     return row.scalar_one_or_none()
 
 
-async def add_delivery(
-    session: AsyncSession, notification_id: int, channel: str, status: str = "pending"
-) -> None:
+async def add_delivery(session: AsyncSession, notification_id: int, channel: str, status: str = "pending") -> None:
     await session.execute(
         text(
             "INSERT INTO deliveries (notification_id, channel, status, sent_at)"
-            " VALUES (:n, :c, CAST(:s AS text), CASE WHEN CAST(:s AS text) = 'sent' THEN now() END) ON CONFLICT DO NOTHING"
+            " VALUES (:n, :c, CAST(:s AS text), CASE WHEN CAST(:s AS text) = 'sent' THEN now() END)"
+            " ON CONFLICT DO NOTHING"
         ),
         {"n": notification_id, "c": channel, "s": status},
     )

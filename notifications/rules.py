@@ -133,12 +133,7 @@ class ContentRule:
             raise ValueError(f"{where}: daily_cap must be >= 0 or null, got {self.daily_cap}")
         start, end = self.valid_from, self.valid_to
         # Mixed naive/aware bounds are legal but only comparable per event, at the place.
-        if (
-            start is not None
-            and end is not None
-            and (start.tzinfo is None) == (end.tzinfo is None)
-            and start >= end
-        ):
+        if start is not None and end is not None and (start.tzinfo is None) == (end.tzinfo is None) and start >= end:
             raise ValueError(f"{where}: schedule.valid_from must be before schedule.valid_to")
 
     @classmethod

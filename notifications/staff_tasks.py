@@ -43,7 +43,7 @@ async def escalate_overdue(uow: UnitOfWork, now: datetime) -> list[int]:
                     "task_id": task["id"],
                     "place_id": task["place_id"],
                     "title": f"Not acknowledged: {task['title']}",
-                    "body": f"Task {task['id']} was notified at {task['notified_at']:%H:%M} and nobody acknowledged it.",
+                    "body": f"Task {task['id']} was notified at {task['notified_at']:%H:%M} UTC, not acknowledged.",
                     "data": orjson.dumps(data).decode(),
                     "created_at": now,
                 },

@@ -26,9 +26,7 @@ async def deliver_events(ctx: dict[str, Any], event_ids: Sequence[int] | None = 
     """Events → notifications (one transaction with the outbox), then pushes for the new ones."""
     factory = ctx["session_factory"]
     async with unit_of_work(factory) as uow:
-        result = await process_events(
-            uow, list(event_ids) if event_ids is not None else None, datetime.now(UTC)
-        )
+        result = await process_events(uow, list(event_ids) if event_ids is not None else None, datetime.now(UTC))
         if result.events and ctx.get("webhooks_enqueue") is not None:
             await ctx["webhooks_enqueue"](uow, event_ids)
     await _publish_inbox(ctx, result.devices)

@@ -98,9 +98,7 @@ async def check_in(
     if qr_token is not None:
         verify_qr_token(secret, device.organisation_id, place_id, qr_token)
     elif lat is None or lon is None:
-        raise ValidationFailed(
-            "proof needed", [Problem("lat", "send a fix (lat, lon, accuracy_m) or a qr_token")]
-        )
+        raise ValidationFailed("proof needed", [Problem("lat", "send a fix (lat, lon, accuracy_m) or a qr_token")])
     else:
         allowance = min(accuracy_m if accuracy_m is not None else max_accuracy_m, max_accuracy_m)
         near = await uow.session.execute(
@@ -112,9 +110,7 @@ async def check_in(
             {"p": place_id, "lon": lon, "lat": lat, "allow": allowance},
         )
         if near.first() is None:
-            raise Forbidden(
-                f"the fix is not within {allowance:.0f} m of place {place_id}; check in at the building"
-            )
+            raise Forbidden(f"the fix is not within {allowance:.0f} m of place {place_id}; check in at the building")
     await lock_state(uow.session, device.device_id)  # serialise with this device's fix processing
     when = at or datetime.now(UTC)
     visit_id = await open_visit(uow.session, device, place_id, when, checked_in=True)
@@ -128,7 +124,5 @@ async def check_out(uow: UnitOfWork, *, device: DeviceAuth, place_id: int) -> Re
     if visit_id is None:
         raise NotFound(f"no open visit at place {place_id} to check out of")
     when = datetime.now(UTC)
-    await uow.session.execute(
-        text("UPDATE visits SET ended_at = :at WHERE id = :v"), {"at": when, "v": visit_id}
-    )
+    await uow.session.execute(text("UPDATE visits SET ended_at = :at WHERE id = :v"), {"at": when, "v": visit_id})
     return await _record(uow, device, place_id, place_name, "checkout", when, visit_id)

@@ -57,9 +57,7 @@ class CredentialCache:
             del self._entries[key]
 
 
-async def register_device(
-    session: AsyncSession, *, organisation_id: int, fields: dict[str, Any]
-) -> tuple[int, str]:
+async def register_device(session: AsyncSession, *, organisation_id: int, fields: dict[str, Any]) -> tuple[int, str]:
     """Returns the device id and its credential, which is shown once and stored hashed."""
     credential = new_credential()
     if fields.get("external_id"):
@@ -102,9 +100,7 @@ async def authenticate_device(
     return auth
 
 
-async def device_by_external_id(
-    session: AsyncSession, organisation_id: int, external_id: str
-) -> DeviceAuth | None:
+async def device_by_external_id(session: AsyncSession, organisation_id: int, external_id: str) -> DeviceAuth | None:
     row = (
         await session.execute(
             select(Device.id, Device.organisation_id, Device.role).where(
@@ -130,17 +126,13 @@ async def rotate_credential(session: AsyncSession, device_id: int) -> str:
 async def update_device(session: AsyncSession, device_id: int, values: dict[str, Any]) -> None:
     if "fcm_token" in values:
         values = {**values, "fcm_token_active": values["fcm_token"] is not None}
-    await session.execute(
-        update(Device).where(Device.id == device_id).values(**values, updated_at=func.now())
-    )
+    await session.execute(update(Device).where(Device.id == device_id).values(**values, updated_at=func.now()))
 
 
 async def set_consents(session: AsyncSession, device_id: int, consents: dict[str, bool]) -> dict[str, bool]:
     current = (await session.execute(select(Device.consents).where(Device.id == device_id))).scalar_one()
     merged = {**current, **consents}
-    await session.execute(
-        update(Device).where(Device.id == device_id).values(consents=merged, updated_at=func.now())
-    )
+    await session.execute(update(Device).where(Device.id == device_id).values(consents=merged, updated_at=func.now()))
     return merged
 
 
@@ -154,26 +146,16 @@ def _row(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     return out
 
 
-async def export_device(
-    session: AsyncSession, device_id: int, include_history: bool = True
-) -> dict[str, Any]:
+async def export_device(session: AsyncSession, device_id: int, include_history: bool = True) -> dict[str, Any]:
     """Everything stored about one device, as the person behind it may ask to see it."""
     device = (await session.execute(select(Device).where(Device.id == device_id))).scalar_one()
     if not include_history:
         return {"device": _row(device, skip=("credential_hash",))}
-    fixes = (
-        await session.execute(select(Fix).where(Fix.device_id == device_id).order_by(Fix.device_ts))
-    ).scalars()
-    events = (
-        await session.execute(select(Event).where(Event.device_id == device_id).order_by(Event.id))
-    ).scalars()
-    visits = (
-        await session.execute(select(Visit).where(Visit.device_id == device_id).order_by(Visit.id))
-    ).scalars()
+    fixes = (await session.execute(select(Fix).where(Fix.device_id == device_id).order_by(Fix.device_ts))).scalars()
+    events = (await session.execute(select(Event).where(Event.device_id == device_id).order_by(Event.id))).scalars()
+    visits = (await session.execute(select(Visit).where(Visit.device_id == device_id).order_by(Visit.id))).scalars()
     notes = (
-        await session.execute(
-            select(Notification).where(Notification.device_id == device_id).order_by(Notification.id)
-        )
+        await session.execute(select(Notification).where(Notification.device_id == device_id).order_by(Notification.id))
     ).scalars()
     return {
         "exported_at": datetime.now(UTC).isoformat(),

@@ -46,9 +46,7 @@ class User(IdMixin, TimestampMixin, Base):
 class Membership(Base):
     __tablename__ = "memberships"
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    organisation_id: Mapped[int] = mapped_column(
-        ForeignKey("organisations.id", ondelete="CASCADE"), primary_key=True
-    )
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), primary_key=True)
     role: Mapped[Role] = mapped_column(Enum(Role, name="member_role"))
 
 
@@ -56,9 +54,7 @@ class ApiKey(IdMixin, Base):
     """An organisation-scoped admin credential; only its SHA-256 is stored."""
 
     __tablename__ = "api_keys"
-    organisation_id: Mapped[int] = mapped_column(
-        ForeignKey("organisations.id", ondelete="CASCADE"), index=True
-    )
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[Role] = mapped_column(Enum(Role, name="member_role"), server_default=Role.editor.value)
     # "admin" keys drive the admin API; "enrolment" keys ship inside an app and can only register devices.
@@ -73,9 +69,7 @@ class Device(IdMixin, TimestampMixin, Base):
 
     __tablename__ = "devices"
     __table_args__ = (UniqueConstraint("organisation_id", "external_id"),)
-    organisation_id: Mapped[int] = mapped_column(
-        ForeignKey("organisations.id", ondelete="CASCADE"), index=True
-    )
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
     platform: Mapped[Platform] = mapped_column(Enum(Platform, name="device_platform"))
     role: Mapped[DeviceRole] = mapped_column(Enum(DeviceRole, name="device_role"))
     # Id a client protocol knows the device by (OwnTracks "user/device", Traccar "id").

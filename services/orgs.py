@@ -34,16 +34,12 @@ class Principal:
 async def create_organisation(session: AsyncSession, *, name: str, slug: str) -> int:
     if (await session.execute(select(Organisation.id).where(Organisation.slug == slug))).first():
         raise Conflict(f"organisation {slug!r} exists")
-    result = await session.execute(
-        insert(Organisation).values(name=name, slug=slug).returning(Organisation.id)
-    )
+    result = await session.execute(insert(Organisation).values(name=name, slug=slug).returning(Organisation.id))
     return int(result.scalar_one())
 
 
 async def get_or_create_organisation(session: AsyncSession, *, name: str, slug: str) -> int:
-    found = (
-        await session.execute(select(Organisation.id).where(Organisation.slug == slug))
-    ).scalar_one_or_none()
+    found = (await session.execute(select(Organisation.id).where(Organisation.slug == slug))).scalar_one_or_none()
     return found if found is not None else await create_organisation(session, name=name, slug=slug)
 
 
@@ -74,6 +70,4 @@ async def authenticate_api_key(session: AsyncSession, key: str, purpose: str = "
     ).first()
     if row is None:
         raise Unauthorized("unknown or revoked API key")
-    return Principal(
-        organisation_id=row.organisation_id, role=Role(row.role), actor=f"api-key:{row.id}:{row.name}"
-    )
+    return Principal(organisation_id=row.organisation_id, role=Role(row.role), actor=f"api-key:{row.id}:{row.name}")

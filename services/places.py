@@ -129,11 +129,7 @@ async def upsert_places(
     places = PlaceRepository(uow.session)
     created = updated = 0
     for spec in specs:
-        existing = (
-            await places.find_by_external_ref(organisation_id, spec.external_ref)
-            if spec.external_ref
-            else None
-        )
+        existing = await places.find_by_external_ref(organisation_id, spec.external_ref) if spec.external_ref else None
         if existing is None:
             await places.add(organisation_id, spec)
             created += 1

@@ -18,6 +18,4 @@ async def check_rate(redis: Redis, key: str, limit: int, window_s: int) -> None:
         count, _ = await pipe.execute()
     if int(count) > limit:
         retry_after = window_s - int(time.time()) % window_s
-        raise RateLimited(
-            f"more than {limit} requests in {window_s} s from this device", retry_after_s=retry_after
-        )
+        raise RateLimited(f"more than {limit} requests in {window_s} s from this device", retry_after_s=retry_after)

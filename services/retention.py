@@ -19,9 +19,7 @@ class PurgeResult:
     deleted_rows: int
 
 
-async def purge_old_fixes(
-    session: AsyncSession, retention_days: int, today: date | None = None
-) -> PurgeResult:
+async def purge_old_fixes(session: AsyncSession, retention_days: int, today: date | None = None) -> PurgeResult:
     today = today or datetime.now(UTC).date()
     cutoff = today - timedelta(days=retention_days)
     partitions = (

@@ -61,8 +61,7 @@ async def acknowledge_task(uow: UnitOfWork, *, device: DeviceAuth, task_id: int)
     now = datetime.now(UTC)
     await uow.session.execute(
         text(
-            "UPDATE staff_tasks SET status = 'acknowledged', acknowledged_at = :now, updated_at = now()"
-            " WHERE id = :t"
+            "UPDATE staff_tasks SET status = 'acknowledged', acknowledged_at = :now, updated_at = now() WHERE id = :t"
         ),
         {"now": now, "t": task_id},
     )
@@ -77,9 +76,7 @@ async def acknowledge_task(uow: UnitOfWork, *, device: DeviceAuth, task_id: int)
     return {**_out(task), "status": "acknowledged", "acknowledged_at": now.isoformat()}
 
 
-async def complete_task(
-    uow: UnitOfWork, *, device: DeviceAuth, task_id: int, note: str | None
-) -> dict[str, Any]:
+async def complete_task(uow: UnitOfWork, *, device: DeviceAuth, task_id: int, note: str | None) -> dict[str, Any]:
     task = await _task_for_update(uow, device, task_id)
     if task["status"] not in ("notified", "acknowledged"):
         raise Conflict(f"task {task_id} is {task['status']}")

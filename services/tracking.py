@@ -112,9 +112,7 @@ def run_transitions(
         outside = [key for key in state.fences if key not in inside[position]]
         distances: dict[ZoneKey, float] = {}
         if outside:
-            measured = index.distance_m(
-                [k[0] for k in outside], record.lon, record.lat, [k[1] for k in outside]
-            )
+            measured = index.distance_m([k[0] for k in outside], record.lon, record.lat, [k[1] for k in outside])
             distances = dict(zip(outside, measured.tolist(), strict=True))
         fix = Fix(
             record.ts.timestamp(),
@@ -155,9 +153,7 @@ ORDER BY inserted.id
 
 async def lock_state(session: AsyncSession, device_id: int) -> DeviceState[ZoneKey]:
     raw = (
-        await session.execute(
-            text("SELECT state FROM device_states WHERE device_id = :d FOR UPDATE"), {"d": device_id}
-        )
+        await session.execute(text("SELECT state FROM device_states WHERE device_id = :d FOR UPDATE"), {"d": device_id})
     ).scalar_one_or_none()
     if raw is None:
         raise NotFound("device not found (erased?)")
@@ -199,9 +195,7 @@ async def _attach_visits(
                     {"at": event.occurred_at, "v": visit_id},
                 )
         if visit_id is not None:
-            await session.execute(
-                text("UPDATE events SET visit_id = :v WHERE id = :e"), {"v": visit_id, "e": event.id}
-            )
+            await session.execute(text("UPDATE events SET visit_id = :v WHERE id = :e"), {"v": visit_id, "e": event.id})
         out.append(replace(event, visit_id=visit_id))
     return out
 
@@ -317,8 +311,7 @@ async def record_fixes(
         )
     ).all()
     recorded = [
-        RecordedEvent(r.id, r.kind, r.place_id, r.fence_id, r.zone, r.occurred_at, None, r.place_name)
-        for r in rows
+        RecordedEvent(r.id, r.kind, r.place_id, r.fence_id, r.zone, r.occurred_at, None, r.place_name) for r in rows
     ]
     fence_places = await _fence_places(session, [f for f, _ in new_state.fences])
     recorded = await _attach_visits(session, device, recorded, new_state, fence_places)

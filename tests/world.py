@@ -35,9 +35,7 @@ async def world(client, app) -> World:
     async with unit_of_work(app.state.session_factory) as uow:
         organisation_id = await create_organisation(uow.session, name=slug, slug=slug)
         admin = await create_api_key(uow.session, organisation_id=organisation_id, name="admin")
-        enrol = await create_api_key(
-            uow.session, organisation_id=organisation_id, name="app", purpose="enrolment"
-        )
+        enrol = await create_api_key(uow.session, organisation_id=organisation_id, name="app", purpose="enrolment")
     body = {"name": "Oodi", "kind": "library", "fences": [{"geometry": BLOCK}]}
     place = await client.post("/admin/v1/places", json=body, headers={"X-API-Key": admin})
     assert place.status_code == 201
@@ -54,9 +52,7 @@ async def register(client, world: World, **fields) -> dict[str, str]:
 _clock = [datetime.now(UTC) - timedelta(hours=1)]
 
 
-def fix(
-    lon_lat: tuple[float, float], accuracy: float = 10.0, seconds: float = 30.0, **extra: Any
-) -> dict[str, Any]:
+def fix(lon_lat: tuple[float, float], accuracy: float = 10.0, seconds: float = 30.0, **extra: Any) -> dict[str, Any]:
     """A fix `seconds` after the previous one made by this helper (device time moves forward)."""
     _clock[0] += timedelta(seconds=seconds)
     return {

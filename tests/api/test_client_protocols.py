@@ -37,9 +37,7 @@ def owntracks_location(lon: float, lat: float, tst: int) -> dict:
 
 async def events_of(app, device_id: int) -> list[str]:
     async with app.state.session_factory() as session:
-        rows = await session.execute(
-            text("SELECT kind FROM events WHERE device_id = :d ORDER BY id"), {"d": device_id}
-        )
+        rows = await session.execute(text("SELECT kind FROM events WHERE device_id = :d ORDER BY id"), {"d": device_id})
         return list(rows.scalars())
 
 
@@ -62,9 +60,7 @@ async def test_owntracks_enrols_by_user_and_device_with_the_enrolment_key(client
     headers = {**basic("ville", key), "X-Limit-U": "ville", "X-Limit-D": "pixel"}
     now = int(time.time()) - 120
     for offset in (0, 30):
-        answer = await client.post(
-            "/v1/owntracks", json=owntracks_location(*INSIDE, now + offset), headers=headers
-        )
+        answer = await client.post("/v1/owntracks", json=owntracks_location(*INSIDE, now + offset), headers=headers)
         assert answer.status_code == 200 and answer.json() == []
     async with app.state.session_factory() as session:
         ids = (

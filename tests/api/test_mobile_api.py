@@ -20,9 +20,7 @@ async def count(app, sql: str, **params) -> int:
 async def test_registration_needs_the_enrolment_key(client, world) -> None:
     body = {"platform": "ios"}
     assert (await client.post("/v1/devices", json=body)).status_code == 401
-    assert (
-        await client.post("/v1/devices", json=body, headers={"X-Enrolment-Key": "pce_x"})
-    ).status_code == 401
+    assert (await client.post("/v1/devices", json=body, headers={"X-Enrolment-Key": "pce_x"})).status_code == 401
     # An admin key is not an enrolment key.
     admin_as_enrolment = {"X-Enrolment-Key": world.admin["X-API-Key"]}
     assert (await client.post("/v1/devices", json=body, headers=admin_as_enrolment)).status_code == 401
@@ -128,9 +126,7 @@ FUTURE = (datetime.now(UTC) + timedelta(days=2)).isoformat()
 )
 async def test_bad_fixes_are_422_naming_the_field(client, world, raw, field) -> None:
     device = await register(client, world)
-    answer = await client.post(
-        "/v1/fixes", content=raw, headers={**device, "content-type": "application/json"}
-    )
+    answer = await client.post("/v1/fixes", content=raw, headers={**device, "content-type": "application/json"})
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"][0]["field"] in (field, "body")
     if field != "body":
@@ -139,14 +135,8 @@ async def test_bad_fixes_are_422_naming_the_field(client, world, raw, field) -> 
 
 async def test_huge_body_is_413(client, world) -> None:
     device = await register(client, world)
-    blob = (
-        b'{"batch_id": "x", "fixes": ['
-        + b'{"lon": 1, "lat": 1, "ts": "2026-01-01T00:00:00Z"},' * 60_000
-        + b"]}"
-    )
-    answer = await client.post(
-        "/v1/fixes/batch", content=blob, headers={**device, "content-type": "application/json"}
-    )
+    blob = b'{"batch_id": "x", "fixes": [' + b'{"lon": 1, "lat": 1, "ts": "2026-01-01T00:00:00Z"},' * 60_000 + b"]}"
+    answer = await client.post("/v1/fixes/batch", content=blob, headers={**device, "content-type": "application/json"})
     assert answer.status_code == 413
 
 
@@ -179,9 +169,7 @@ async def test_consents_merge(client, world) -> None:
     device = await register(client, world, consents={"offers": True})
     answer = await client.put("/v1/devices/me/consents", json={"consents": {"tasks": True}}, headers=device)
     assert answer.json() == {"offers": True, "tasks": True}
-    withdrawn = await client.put(
-        "/v1/devices/me/consents", json={"consents": {"offers": False}}, headers=device
-    )
+    withdrawn = await client.put("/v1/devices/me/consents", json={"consents": {"offers": False}}, headers=device)
     assert withdrawn.json()["offers"] is False
     bad = await client.put("/v1/devices/me/consents", json={"consents": {"selling": True}}, headers=device)
     assert bad.status_code == 422
@@ -231,9 +219,7 @@ async def test_new_fence_is_matched_within_a_second(client, world) -> None:
     assert (await client.post("/v1/fixes", json=fix((24.95, 60.18)), headers=device)).json()["events"] == []
     square = {
         "type": "Polygon",
-        "coordinates": [
-            [[24.949, 60.179], [24.951, 60.179], [24.951, 60.181], [24.949, 60.181], [24.949, 60.179]]
-        ],
+        "coordinates": [[[24.949, 60.179], [24.951, 60.179], [24.951, 60.181], [24.949, 60.181], [24.949, 60.179]]],
     }
     created = await client.post(
         "/admin/v1/places",
@@ -282,17 +268,11 @@ async def test_check_in_and_detected_enter_are_one_visit(client, world, app) -> 
 
 async def test_check_in_with_qr_token(client, world) -> None:
     device = await register(client, world)
-    token = (await client.post(f"/admin/v1/places/{world.place_id}/qr-token", headers=world.admin)).json()[
-        "token"
-    ]
-    ok = await client.post(
-        "/v1/checkins", json={"place_id": world.place_id, "qr_token": token}, headers=device
-    )
+    token = (await client.post(f"/admin/v1/places/{world.place_id}/qr-token", headers=world.admin)).json()["token"]
+    ok = await client.post("/v1/checkins", json={"place_id": world.place_id, "qr_token": token}, headers=device)
     assert ok.status_code == 201
     forged = token[:-3] + ("aaa" if not token.endswith("aaa") else "bbb")
-    bad = await client.post(
-        "/v1/checkins", json={"place_id": world.place_id, "qr_token": forged}, headers=device
-    )
+    bad = await client.post("/v1/checkins", json={"place_id": world.place_id, "qr_token": forged}, headers=device)
     assert bad.status_code == 403
 
 

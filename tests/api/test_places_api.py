@@ -21,9 +21,7 @@ def place_body(name: str = "Oodi", geometry: dict[str, Any] | None = None, **ext
 
 async def test_create_read_update_delete(client, org) -> None:
     _, headers = org
-    created = await client.post(
-        "/admin/v1/places", json=place_body(opening_hours="Mo-Fr 08:00-22:00"), headers=headers
-    )
+    created = await client.post("/admin/v1/places", json=place_body(opening_hours="Mo-Fr 08:00-22:00"), headers=headers)
     assert created.status_code == 201, created.text
     place = created.json()
     assert place["name"] == "Oodi" and place["opening_hours"] == "Mo-Fr 08:00-22:00"
@@ -80,9 +78,7 @@ async def test_viewer_key_cannot_change(client, org, app) -> None:
 
     organisation_id, _headers = org
     async with unit_of_work(app.state.session_factory) as uow:
-        viewer = await create_api_key(
-            uow.session, organisation_id=organisation_id, name="v", role=Role.viewer
-        )
+        viewer = await create_api_key(uow.session, organisation_id=organisation_id, name="v", role=Role.viewer)
     refused = await client.post("/admin/v1/places", json=place_body(), headers={"X-API-Key": viewer})
     assert refused.status_code == 403
     assert (await client.get("/admin/v1/places", headers={"X-API-Key": viewer})).status_code == 200
@@ -94,22 +90,16 @@ async def test_list_pages_and_filters_by_bbox(client, org) -> None:
         lon = 24.90 + i * 0.01
         square = {
             "type": "Polygon",
-            "coordinates": [
-                [[lon, 60.17], [lon + 0.001, 60.17], [lon + 0.001, 60.171], [lon, 60.171], [lon, 60.17]]
-            ],
+            "coordinates": [[[lon, 60.17], [lon + 0.001, 60.17], [lon + 0.001, 60.171], [lon, 60.171], [lon, 60.17]]],
         }
         assert (
             await client.post("/admin/v1/places", json=place_body(f"p{i}", square), headers=headers)
         ).status_code == 201
     first = (await client.get("/admin/v1/places?limit=2", headers=headers)).json()
     assert [p["name"] for p in first["items"]] == ["p0", "p1"]
-    second = (
-        await client.get(f"/admin/v1/places?limit=2&cursor={first['next_cursor']}", headers=headers)
-    ).json()
+    second = (await client.get(f"/admin/v1/places?limit=2&cursor={first['next_cursor']}", headers=headers)).json()
     assert [p["name"] for p in second["items"]] == ["p2", "p3"]
-    third = (
-        await client.get(f"/admin/v1/places?limit=2&cursor={second['next_cursor']}", headers=headers)
-    ).json()
+    third = (await client.get(f"/admin/v1/places?limit=2&cursor={second['next_cursor']}", headers=headers)).json()
     assert [p["name"] for p in third["items"]] == ["p4"] and third["next_cursor"] is None
 
     boxed = (await client.get("/admin/v1/places?bbox=24.905,60.16,24.925,60.18", headers=headers)).json()
@@ -172,9 +162,7 @@ BOWTIE = {
         ({"type": "LineString", "coordinates": [[24.94, 60.17], [24.95, 60.17]]}, None, "wrong_type", "type"),
     ],
 )
-async def test_bad_geometry_is_a_422_naming_field_and_reason(
-    client, org, geometry, radius, code, field_part
-) -> None:
+async def test_bad_geometry_is_a_422_naming_field_and_reason(client, org, geometry, radius, code, field_part) -> None:
     _, headers = org
     body = {"name": "bad", "kind": "library", "fences": [{"geometry": geometry, "radius_m": radius}]}
     answer = await client.post("/admin/v1/places", json=body, headers=headers)
@@ -221,9 +209,7 @@ async def test_too_many_vertices(client, org, settings) -> None:
 )
 async def test_nan_and_infinity_are_refused(client, org, raw) -> None:
     _, headers = org
-    answer = await client.post(
-        "/admin/v1/places", content=raw, headers={**headers, "content-type": "application/json"}
-    )
+    answer = await client.post("/admin/v1/places", content=raw, headers={**headers, "content-type": "application/json"})
     assert answer.status_code == 422, answer.text
 
 

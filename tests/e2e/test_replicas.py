@@ -53,10 +53,7 @@ async def test_concurrent_fixes_across_two_processes_give_one_enter(two_replicas
             for i in range(40)
         ]
         answers = await asyncio.gather(
-            *(
-                http.post(f"{two_replicas[i % 2]}/v1/fixes", json=body, headers=auth)
-                for i, body in enumerate(bodies)
-            )
+            *(http.post(f"{two_replicas[i % 2]}/v1/fixes", json=body, headers=auth) for i, body in enumerate(bodies))
         )
     assert [a.status_code for a in answers] == [202] * 40
     enters = [e for a in answers for e in a.json()["events"] if e["kind"] == "enter"]
@@ -120,7 +117,5 @@ def test_simulated_visitor_walks_into_oodi_and_out(two_replicas, test_env) -> No
         ],
     )
     assert result.exit_code == 0, result.output
-    oodi = [
-        line.split()[1] for line in result.output.splitlines() if "Helsingin keskustakirjasto Oodi" in line
-    ]
+    oodi = [line.split()[1] for line in result.output.splitlines() if "Helsingin keskustakirjasto Oodi" in line]
     assert oodi == ["enter", "dwell", "exit"]

@@ -59,8 +59,7 @@ def test_tag_filter_limits_the_import(settings) -> None:
     assert "7 created" in result.output
     kinds = query(
         settings,
-        "SELECT DISTINCT p.kind FROM places p JOIN organisations o ON o.id = p.organisation_id"
-        " WHERE o.slug = %s",
+        "SELECT DISTINCT p.kind FROM places p JOIN organisations o ON o.id = p.organisation_id WHERE o.slug = %s",
         slug,
     )
     assert kinds == [("library",)]
@@ -81,9 +80,7 @@ def test_geojson_export_then_import_into_another_org_round_trips(tmp_path, setti
     source, target = "src-" + secrets.token_hex(3), "dst-" + secrets.token_hex(3)
     make_org(source)
     make_org(target)
-    runner.invoke(
-        cli, ["import-osm", str(EXTRACT), "--org", source, "--tags", "amenity=library,amenity=fire_station"]
-    )
+    runner.invoke(cli, ["import-osm", str(EXTRACT), "--org", source, "--tags", "amenity=library,amenity=fire_station"])
     exported = tmp_path / "places.geojson"
     assert runner.invoke(cli, ["export-geojson", "--org", source, "-o", str(exported)]).exit_code == 0
     imported = runner.invoke(cli, ["import-geojson", str(exported), "--org", target])

@@ -122,17 +122,13 @@ async def test_staff_task_workflow(client, app, world: World, settings) -> None:
     ack = await client.post(f"/v1/tasks/{task_id}/acknowledge", headers=staff)
     assert ack.status_code == 200 and ack.json()["status"] == "acknowledged"
     assert (await client.post(f"/v1/tasks/{task_id}/acknowledge", headers=staff)).status_code == 409
-    done = await client.post(
-        f"/v1/tasks/{task_id}/complete", json={"note": "Doors close fine"}, headers=staff
-    )
+    done = await client.post(f"/v1/tasks/{task_id}/complete", json={"note": "Doors close fine"}, headers=staff)
     assert done.json()["status"] == "done" and done.json()["note"] == "Doors close fine"
     async with app.state.session_factory() as session:
         actions = (
             (
                 await session.execute(
-                    text(
-                        "SELECT action FROM audit_log WHERE entity = 'staff_task' AND entity_id = :t ORDER BY id"
-                    ),
+                    text("SELECT action FROM audit_log WHERE entity = 'staff_task' AND entity_id = :t ORDER BY id"),
                     {"t": task_id},
                 )
             )

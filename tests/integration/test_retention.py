@@ -17,9 +17,7 @@ async def test_purge_drops_old_partitions_and_keeps_recent_fixes(app, settings) 
     factory = app.state.session_factory
     async with factory() as session, session.begin():
         org = (
-            await session.execute(
-                text("INSERT INTO organisations (name, slug) VALUES ('r', 'retention') RETURNING id")
-            )
+            await session.execute(text("INSERT INTO organisations (name, slug) VALUES ('r', 'retention') RETURNING id"))
         ).scalar_one()
         await session.execute(text("SELECT placecast_ensure_fix_partitions(12, -9)"))
         for days, marker in [(0, "today"), (2, "recent"), (10, "old-partition"), (20, "old-default")]:
@@ -48,15 +46,9 @@ async def test_purge_drops_old_partitions_and_keeps_recent_fixes(app, settings) 
     await redis.aclose()
 
     async with factory() as session:
-        left = (
-            (await session.execute(text("SELECT batch_id FROM fixes WHERE device_id = 424242")))
-            .scalars()
-            .all()
-        )
+        left = (await session.execute(text("SELECT batch_id FROM fixes WHERE device_id = 424242"))).scalars().all()
         assert sorted(left) == ["recent", "today"]
-        assert (
-            await session.execute(text("SELECT to_regclass(:n)"), {"n": old_partition})
-        ).scalar_one() is None
+        assert (await session.execute(text("SELECT to_regclass(:n)"), {"n": old_partition})).scalar_one() is None
         # Partitions for the coming week exist, so new fixes never land in the DEFAULT partition.
         ahead = "fixes_" + (now + timedelta(days=6)).strftime("%Y%m%d")
         assert (await session.execute(text("SELECT to_regclass(:n)"), {"n": ahead})).scalar_one()

@@ -12,9 +12,7 @@ from infra.worker import WorkerSettings
 from notifications.tasks import deliver_events, sweep
 
 
-async def run_worker(
-    settings, *, sender: Any = None, jobs: list[tuple[str, tuple[Any, ...]]] | None = None
-) -> Worker:
+async def run_worker(settings, *, sender: Any = None, jobs: list[tuple[str, tuple[Any, ...]]] | None = None) -> Worker:
     """Enqueue `jobs`, then run a burst worker until the queue is empty. Returns the finished worker."""
     redis = await create_pool(redis_settings(settings))
     for name, args in jobs or []:

@@ -47,9 +47,7 @@ def sample() -> dict[str, Any]:
             wikidata="Q18659999",
             floors=[1, 2, 3],
         ),
-        feature(
-            {"type": "MultiPolygon", "coordinates": [[SHELL], [OTHER]]}, name="Campus", kind="university"
-        ),
+        feature({"type": "MultiPolygon", "coordinates": [[SHELL], [OTHER]]}, name="Campus", kind="university"),
         {**feature({"type": "Point", "coordinates": [24.94, 60.17]}, name="Kiosk", radius_m=40), "id": 42},
         feature(
             {
@@ -158,9 +156,7 @@ def test_duplicate_external_ref_is_refused() -> None:
         collection(feature(square, external_ref="a"), feature(square, external_ref="a"))
     )
     assert len(places) == 1
-    assert [(r.index, r.external_ref, r.problems[0].code) for r in refused] == [
-        (1, "a", "duplicate_external_ref")
-    ]
+    assert [(r.index, r.external_ref, r.problems[0].code) for r in refused] == [(1, "a", "duplicate_external_ref")]
 
 
 @pytest.mark.parametrize(
@@ -191,9 +187,7 @@ def _star(lon: float, lat: float, radii: list[float], phase: float, jitter: list
     ring = []
     for k, (r, j) in enumerate(zip(radii, jitter, strict=True)):
         angle = phase + (k + j) * 2 * math.pi / n
-        ring.append(
-            [lon + r * math.cos(angle) / metres_per_deg_lon, lat + r * math.sin(angle) / metres_per_deg_lat]
-        )
+        ring.append([lon + r * math.cos(angle) / metres_per_deg_lon, lat + r * math.sin(angle) / metres_per_deg_lat])
     return [*ring, ring[0]]
 
 
@@ -220,20 +214,14 @@ def places(draw: st.DrawFn) -> PlaceSpec:
         first = draw(star_polygons(lon, lat))
         second = draw(star_polygons(lon + 0.01, lat))
         multi: dict[str, Any] = {"type": "MultiPolygon", "coordinates": [first, second]}
-        geometries = (
-            [({"type": "Polygon", "coordinates": first}, None)] if shape == "polygon" else [(multi, None)]
-        )
+        geometries = [({"type": "Polygon", "coordinates": first}, None)] if shape == "polygon" else [(multi, None)]
         if shape == "collection":
             geometries.append(({"type": "Point", "coordinates": [lon, lat]}, draw(st.floats(5, 5000))))
     fences = [validate_fence_geometry(g, r, LIMITS) for g, r in geometries]
     text = st.text(min_size=1, max_size=12)
-    values = (
-        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text
-    )
+    values = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text
     extra = draw(
-        st.dictionaries(
-            text.filter(lambda k: k not in RESERVED_PROPERTIES), values | st.lists(values), max_size=4
-        )
+        st.dictionaries(text.filter(lambda k: k not in RESERVED_PROPERTIES), values | st.lists(values), max_size=4)
     )
     return PlaceSpec(
         name=draw(text.filter(str.strip)),

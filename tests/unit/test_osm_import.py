@@ -163,9 +163,7 @@ def test_progress_reports_objects_then_completes() -> None:
 
 
 def test_parse_tag_filter() -> None:
-    assert parse_tag_filter(
-        " amenity=library, amenity=townhall,building=school,amenity,amenity=library,"
-    ) == [
+    assert parse_tag_filter(" amenity=library, amenity=townhall,building=school,amenity,amenity=library,") == [
         ("amenity", "library"),
         ("amenity", "townhall"),
         ("building", "school"),

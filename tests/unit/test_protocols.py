@@ -245,9 +245,7 @@ def test_clock_skew_limit_applies_to_tst() -> None:
     assert parse_owntracks({**ANDROID_LOCATION, "tst": slightly_ahead}, HEADERS).fix is not None
 
 
-@pytest.mark.parametrize(
-    ("body", "field"), [([ANDROID_LOCATION], "body"), ("{}", "body"), ({"lat": 1}, "_type")]
-)
+@pytest.mark.parametrize(("body", "field"), [([ANDROID_LOCATION], "body"), ("{}", "body"), ({"lat": 1}, "_type")])
 def test_body_must_be_a_typed_object(body: object, field: str) -> None:
     assert error_of(parse_owntracks, body, HEADERS).field == field
 
@@ -272,9 +270,7 @@ HEADER_MAPS = st.dictionaries(
 
 @settings(max_examples=300, deadline=None)
 @given(body=OWNTRACKS_BODIES, headers=HEADER_MAPS)
-def test_owntracks_any_json_gives_a_message_or_a_protocol_error(
-    body: object, headers: dict[str, str]
-) -> None:
+def test_owntracks_any_json_gives_a_message_or_a_protocol_error(body: object, headers: dict[str, str]) -> None:
     try:
         assert isinstance(parse_owntracks(body, headers), OwnTracksMessage)
     except ProtocolError as error:
@@ -312,8 +308,7 @@ def test_traccar_client_android_request() -> None:
 # with the device id and coordinates Traccar reads from it.
 DECODER_TEST_REQUESTS = [
     (
-        "/?id=902064&lat=42.06288&lon=-88.23412&timestamp=2016-01-27T18%3A55%3A47Z&hdop=6.0&altitude=224.0"
-        "&speed=0.0",
+        "/?id=902064&lat=42.06288&lon=-88.23412&timestamp=2016-01-27T18%3A55%3A47Z&hdop=6.0&altitude=224.0&speed=0.0",
         ("902064", 42.06288, -88.23412),
     ),
     (
@@ -321,8 +316,7 @@ DECODER_TEST_REQUESTS = [
         ("902064", 42.06288, -88.23412),
     ),
     (
-        "/?lat=49.60688&lon=6.15788&timestamp=2014-06-04+09%3A10%3A11&altitude=384.7&speed=0.0"
-        "&id=353861053849681",
+        "/?lat=49.60688&lon=6.15788&timestamp=2014-06-04+09%3A10%3A11&altitude=384.7&speed=0.0&id=353861053849681",
         ("353861053849681", 49.60688, 6.15788),
     ),
     (
@@ -405,9 +399,7 @@ def test_valid_flag_follows_traccar(value: str | None, valid: bool) -> None:
 
 
 def test_empty_values_are_skipped_like_traccar_does() -> None:
-    result = parse_osmand_params(
-        {"id": "7", "lat": "1", "lon": "2", "speed": "", "bearing": "", "heading": "90"}
-    )
+    result = parse_osmand_params({"id": "7", "lat": "1", "lon": "2", "speed": "", "bearing": "", "heading": "90"})
     assert (result.fix.speed_mps, result.fix.heading) == (None, 90)
 
 
@@ -580,9 +572,7 @@ LOCATIONS = st.fixed_dictionaries(
         "mock": JSON,
     },
 )
-JSON_BODIES = JSON | st.fixed_dictionaries(
-    {"device_id": JSON | st.just("1")}, optional={"location": JSON | LOCATIONS}
-)
+JSON_BODIES = JSON | st.fixed_dictionaries({"device_id": JSON | st.just("1")}, optional={"location": JSON | LOCATIONS})
 
 
 @settings(max_examples=300, deadline=None)

@@ -84,9 +84,7 @@ def decide(
     now: datetime | None = None,
 ) -> list[Decision]:
     ev = ev or event()
-    return evaluate(
-        ev, dev or device(), rules if isinstance(rules, list) else [rules], history, now or ev.occurred_at
-    )
+    return evaluate(ev, dev or device(), rules if isinstance(rules, list) else [rules], history, now or ev.occurred_at)
 
 
 def reasons(*args: Any, **kwargs: Any) -> list[str]:

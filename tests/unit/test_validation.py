@@ -58,9 +58,7 @@ def test_valid_polygon_with_hole_is_oriented_and_two_dimensional() -> None:
 
 def test_valid_multipolygon_and_circle() -> None:
     other = [[x + 0.01, y] for x, y in SQUARE_CW]
-    fence = validate_fence_geometry(
-        {"type": "MultiPolygon", "coordinates": [[SQUARE_CW], [other]]}, None, LIMITS
-    )
+    fence = validate_fence_geometry({"type": "MultiPolygon", "coordinates": [[SQUARE_CW], [other]]}, None, LIMITS)
     assert isinstance(fence.geometry, MultiPolygon) and len(fence.geometry.geoms) == 2
     circle = validate_fence_geometry({"type": "Point", "coordinates": [24.94, 60.17, 3.0]}, 30, LIMITS)
     assert circle == FenceSpec(kind="circle", geometry=Point(24.94, 60.17), radius_m=30.0)
@@ -236,9 +234,7 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
     max_leaves=30,
 )
-number = (
-    st.floats() | st.integers(min_value=-(10**400), max_value=10**400) | st.sampled_from([24.94, 60.17, 0])
-)
+number = st.floats() | st.integers(min_value=-(10**400), max_value=10**400) | st.sampled_from([24.94, 60.17, 0])
 position = st.lists(number, min_size=0, max_size=4) | json_values
 ring = st.lists(position, max_size=8) | st.just(SQUARE_CW)
 geometry_like = st.fixed_dictionaries(

@@ -465,9 +465,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
     )
-    op.create_index(
-        "ix_notifications_device_created", "notifications", ["device_id", "created_at"], unique=False
-    )
+    op.create_index("ix_notifications_device_created", "notifications", ["device_id", "created_at"], unique=False)
     op.create_index(
         "uq_notifications_event_content",
         "notifications",
@@ -496,9 +494,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
         sa.UniqueConstraint("event_id", name=op.f("uq_outbox_event_id")),
     )
-    op.create_index(
-        "ix_outbox_pending", "outbox", ["id"], unique=False, postgresql_where="processed_at IS NULL"
-    )
+    op.create_index("ix_outbox_pending", "outbox", ["id"], unique=False, postgresql_where="processed_at IS NULL")
     op.create_table(
         "webhook_deliveries",
         sa.Column("subscription_id", sa.BigInteger(), nullable=False),
@@ -543,9 +539,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
     )
-    op.create_index(
-        "uq_deliveries_notification_channel", "deliveries", ["notification_id", "channel"], unique=True
-    )
+    op.create_index("uq_deliveries_notification_channel", "deliveries", ["notification_id", "channel"], unique=True)
     op.execute("CREATE TABLE fixes_default PARTITION OF fixes DEFAULT")
     op.execute(ENSURE_PARTITIONS)
     op.execute("SELECT placecast_ensure_fix_partitions(1, 7)")
@@ -560,9 +554,7 @@ def downgrade() -> None:
     op.drop_table("webhook_deliveries")
     op.drop_index("ix_outbox_pending", table_name="outbox", postgresql_where="processed_at IS NULL")
     op.drop_table("outbox")
-    op.drop_index(
-        "uq_notifications_event_task", table_name="notifications", postgresql_where="task_id IS NOT NULL"
-    )
+    op.drop_index("uq_notifications_event_task", table_name="notifications", postgresql_where="task_id IS NOT NULL")
     op.drop_index(
         "uq_notifications_event_content",
         table_name="notifications",
@@ -581,9 +573,7 @@ def downgrade() -> None:
     op.drop_table("staff_tasks")
     op.drop_index(op.f("ix_geofences_place_id"), table_name="geofences")
     op.drop_index("ix_geofences_org", table_name="geofences")
-    op.drop_geospatial_index(
-        "idx_geofences_geom", table_name="geofences", postgresql_using="gist", column_name="geom"
-    )
+    op.drop_geospatial_index("idx_geofences_geom", table_name="geofences", postgresql_using="gist", column_name="geom")
     op.drop_geospatial_table("geofences")
     op.drop_table("fix_batches")
     op.drop_table("device_states")
