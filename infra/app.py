@@ -83,12 +83,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         overrides={"/admin/v1/import": settings.import_max_bytes},
     )
 
+    from admin.content_api import router as content_router
     from admin.places_api import router as places_router
     from mobile_api.api import router as mobile_router
     from mobile_api.clients_api import router as clients_router
     from mobile_api.inbox_api import router as inbox_router
 
     app.include_router(places_router)
+    app.include_router(content_router)
     app.include_router(mobile_router)
     app.include_router(clients_router)
     app.include_router(inbox_router)
