@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -128,13 +129,16 @@ def run_transitions(
 
 # ---- persistence ----
 
-INSERT_FIXES = text("""
-INSERT INTO fixes (organisation_id, device_id, device_ts, lon, lat, accuracy_m, speed_mps, batch_id, source)
-SELECT :org, :device, * FROM unnest(
-    CAST(:ts AS timestamptz[]), CAST(:lon AS float8[]), CAST(:lat AS float8[]),
-    CAST(:acc AS float8[]), CAST(:speed AS float8[])
-), LATERAL (SELECT CAST(:batch AS text), CAST(:source AS text)) AS meta
-""")
+STORE_AND_LOCK = """
+WITH stored AS (
+    INSERT INTO fixes (organisation_id, device_id, device_ts, lon, lat, accuracy_m, speed_mps, batch_id, source)
+    SELECT $1, $2, t, x, y, a, v, $8, $9
+    FROM unnest($3::timestamptz[], $4::float8[], $5::float8[], $6::float8[], $7::float8[]) AS u(t, x, y, a, v)
+)
+SELECT state FROM device_states WHERE device_id = $2 FOR UPDATE
+"""
+SAVE_STATE = "UPDATE device_states SET state = $2::jsonb, updated_at = now() WHERE device_id = $1"
+
 
 INSERT_EVENTS = text("""
 WITH inserted AS (
@@ -160,17 +164,11 @@ async def lock_state(session: AsyncSession, device_id: int) -> DeviceState[ZoneK
     return load_state(raw)
 
 
-async def _save_state(session: AsyncSession, device_id: int, state: DeviceState[ZoneKey]) -> None:
-    await session.execute(
-        text("UPDATE device_states SET state = CAST(:s AS jsonb), updated_at = now() WHERE device_id = :d"),
-        {"s": _json(dump_state(state)), "d": device_id},
-    )
-
-
-def _json(value: Any) -> str:
-    import orjson
-
-    return orjson.dumps(value).decode()
+async def _driver(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session's transaction (statements are prepared and cached)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
 
 
 async def _attach_visits(
@@ -278,23 +276,25 @@ async def record_fixes(
                 )
             ).scalar_one()
             return FixOutcome(accepted=int(seen), duplicate=True)
-    state = await lock_state(session, device.device_id)
-    await session.execute(
-        INSERT_FIXES,
-        {
-            "org": device.organisation_id,
-            "device": device.device_id,
-            "ts": [f.ts for f in fixes],
-            "lon": [f.lon for f in fixes],
-            "lat": [f.lat for f in fixes],
-            "acc": [f.accuracy_m for f in fixes],
-            "speed": [f.speed_mps for f in fixes],
-            "batch": batch_id,
-            "source": source,
-        },
+    # The hot path of every fix: asyncpg directly, one round trip to store the fixes and lock the state.
+    driver = await _driver(session)
+    raw_state = await driver.fetchval(
+        STORE_AND_LOCK,
+        device.organisation_id,
+        device.device_id,
+        [f.ts for f in fixes],
+        [f.lon for f in fixes],
+        [f.lat for f in fixes],
+        [f.accuracy_m for f in fixes],
+        [f.speed_mps for f in fixes],
+        batch_id,
+        source,
     )
+    if raw_state is None:
+        raise NotFound("device not found (erased?)")
+    state = load_state(orjson.loads(raw_state) if isinstance(raw_state, str | bytes) else raw_state)
     new_state, transitions = run_transitions(index, state, fixes, config)
-    await _save_state(session, device.device_id, new_state)
+    await driver.execute(SAVE_STATE, device.device_id, orjson.dumps(dump_state(new_state)).decode())
     if not transitions:
         return FixOutcome(accepted=len(fixes))
     rows = (
