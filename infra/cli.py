@@ -283,6 +283,22 @@ def simulate(
             console.print(f"{name}: {len(events)} events")
 
 
+@app.command()
+def bench(
+    only: Annotated[str, typer.Option(help="comma list of engine,http,push,pipeline")] = "engine,http,push,pipeline",
+    quick: Annotated[bool, typer.Option(help="smaller sizes, shorter runs")] = False,
+) -> None:
+    """Run the benchmarks side by side (engine vs PostGIS, HTTP ingest, push); table + JSON in bench/results/."""
+    from bench.run import main as run_bench
+
+    parts = [p.strip() for p in only.split(",") if p.strip()]
+    unknown = set(parts) - {"engine", "http", "push", "pipeline"}
+    if unknown:
+        console.print(f"[red]unknown parts {sorted(unknown)}[/red]")
+        raise typer.Exit(2)
+    run_bench(parts, quick)
+
+
 def _pidfile(settings: Settings, name: str) -> Path:
     return settings.var_dir / "run" / f"{name}.pid"
 

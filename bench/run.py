@@ -1,0 +1,120 @@
+"""`placecast bench`: every benchmark in one run, side by side, as a table and as JSON.
+
+Ratios are what to read: the engine and its PostGIS baseline run on the same data in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run(parts: Sequence[str], quick: bool, console: Console) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(),
+        "machine": platform.node(),
+        "cores": __import__("os").cpu_count(),
+        "quick": quick,
+    }
+    sizes = (1000, 10000) if quick else (1000, 10000, 100000)
+    if "engine" in parts:
+        from bench.engine import generate_fences, generate_fixes, run_engine_bench
+        from bench.postgis_baseline import private_postgis, run_postgis_baseline
+
+        console.print("engine: our index + transitions vs raw STRtree (same fixes, same process)…")
+        n_fixes = 50_000 if quick else 200_000
+        results["engine"] = run_engine_bench(sizes=sizes, n_fixes=n_fixes)
+        console.print("engine: the PostGIS per-fix baseline on the same fences and fixes…")
+        fixes = generate_fixes(n_fixes)
+        baseline: dict[str, Any] = {}
+        with private_postgis() as dsn:
+            for n in sizes:
+                baseline[str(n)] = run_postgis_baseline(dsn, generate_fences(n), fixes, n=2000 if quick else 5000)
+        results["postgis"] = baseline
+    if "http" in parts:
+        from bench.http_ingest import run_http_bench
+
+        console.print("http: the API as `infra/run.sh` starts it, driven by wrk on loopback…")
+        results["http"] = run_http_bench(seconds=8 if quick else 15)
+    if "push" in parts:
+        from bench.push import run_push_bench
+
+        console.print("push: firebase-admin's send paths alone against the local FCM-compatible server…")
+        results["push"] = run_push_bench(n=1000 if quick else 2000)
+    if "pipeline" in parts:
+        from bench.pipeline import run_pipeline_bench
+
+        console.print("pipeline: outbox → arq → rules → firebase-admin, and latency at 1,000 fixes/s…")
+        results["pipeline"] = run_pipeline_bench(quick=quick)
+    results["finished"] = datetime.now(UTC).isoformat()
+    return results
+
+
+def print_tables(results: dict[str, Any], console: Console) -> None:
+    if "engine" in results:
+        table = Table(title="Geofence engine (fixes/s, one core) vs PostGIS per-fix ST_Intersects, same data")
+        for column in (
+            "fences",
+            "raw STRtree",
+            "engine (transitions)",
+            "engine / raw",
+            "PostGIS 1 conn",
+            "PostGIS 8 conns",
+            "engine / PostGIS 1",
+            "index build s",
+            "index RSS MB",
+        ):
+            table.add_column(column, justify="right")
+        for n, row in results["engine"]["sizes"].items():
+            pg = results.get("postgis", {}).get(n, {})
+            one = pg.get("connections_1", {}).get("fixes_per_s", float("nan"))
+            eight = pg.get("connections_8", {}).get("fixes_per_s", float("nan"))
+            table.add_row(
+                f"{int(n):,}",
+                f"{row['raw_strtree_fixes_per_s']:,.0f}",
+                f"{row['engine_fixes_per_s']:,.0f}",
+                f"{row['engine_vs_raw']:.0%}",
+                f"{one:,.0f}",
+                f"{eight:,.0f}",
+                f"{row['engine_fixes_per_s'] / one:,.0f}x",
+                f"{row['index_build_s']:.2f}",
+                f"{row['index_rss_delta_mb']:.0f}",
+            )
+        console.print(table)
+    if "http" in results:
+        http = results["http"]
+        table = Table(title=f"HTTP ingest, API with {http['workers']} worker processes, {http['devices']} devices")
+        for column in ("requests", "fixes/s", "p50 ms", "p99 ms", "non-2xx"):
+            table.add_column(column, justify="right")
+        for name, key in (("single fix", "single"), ("batches of 100", "batch_100")):
+            row = http[key]
+            table.add_row(
+                name, f"{row['fixes_per_s']:,.0f}", f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", str(row["non_2xx"])
+            )
+        console.print(table)
+    for key in ("push", "pipeline"):
+        if key in results:
+            console.print(f"[bold]{key}[/bold]")
+            console.print_json(json.dumps(results[key], default=str))
+
+
+def main(parts: Sequence[str], quick: bool) -> Path:
+    console = Console()
+    started = time.monotonic()
+    results = run(parts, quick, console)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print_tables(results, console)
+    console.print(f"wrote {out} in {time.monotonic() - started:.0f} s")
+    return out
