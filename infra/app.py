@@ -85,12 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from admin.content_api import router as content_router
     from admin.places_api import router as places_router
+    from admin.webhooks_api import router as webhooks_router
     from mobile_api.api import router as mobile_router
     from mobile_api.clients_api import router as clients_router
     from mobile_api.inbox_api import router as inbox_router
 
     app.include_router(places_router)
     app.include_router(content_router)
+    app.include_router(webhooks_router)
     app.include_router(mobile_router)
     app.include_router(clients_router)
     app.include_router(inbox_router)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import structlog
 from arq import cron
 
@@ -11,7 +12,7 @@ from infra.app import redis_settings
 from infra.db import make_engine, make_session_factory
 from infra.logging import configure_logging
 from infra.settings import Settings, get_settings
-from notifications.tasks import deliver_events, sweep
+from notifications.tasks import deliver_events, send_webhooks, sweep
 from services.retention import ensure_partitions, purge_old_fixes
 from services.uow import unit_of_work
 
@@ -39,12 +40,15 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx["engine"] = make_engine(settings.database_url, pool_size=5)
     ctx["session_factory"] = make_session_factory(ctx["engine"])
     ctx["sender"] = make_sender(settings)
+    # Webhook receivers are the organisations' own servers: no proxies from the environment.
+    ctx["http"] = httpx.AsyncClient(trust_env=False, follow_redirects=False)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
     sender = ctx.get("sender")
     if sender is not None:
         await sender.aclose()
+    await ctx["http"].aclose()
     await ctx["engine"].dispose()
 
 
@@ -61,10 +65,11 @@ _settings = get_settings()
 
 
 class WorkerSettings:
-    functions: list[Any] = [deliver_events, sweep, maintain_fixes]
+    functions: list[Any] = [deliver_events, sweep, send_webhooks, maintain_fixes]
     cron_jobs = [
         cron(maintain_fixes, minute=5, run_at_startup=True),
         cron(sweep, second=set(range(0, 60, 5)), run_at_startup=True, unique=True, timeout=60),
+        cron(send_webhooks, second=set(range(2, 60, 10)), unique=True, timeout=120),
     ]
     on_startup = on_startup
     on_shutdown = on_shutdown

@@ -100,7 +100,10 @@ class Notification(IdMixin, Base):
 
 class Delivery(IdMixin, Base):
     __tablename__ = "deliveries"
-    __table_args__ = (Index("uq_deliveries_notification_channel", "notification_id", "channel", unique=True),)
+    __table_args__ = (
+        Index("uq_deliveries_notification_channel", "notification_id", "channel", unique=True),
+        Index("ix_deliveries_due", "next_attempt_at", postgresql_where="status IN ('pending', 'retry', 'sending')"),
+    )
     notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(16))  # fcm | inbox
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
@@ -122,7 +125,10 @@ class WebhookSubscription(IdMixin, TimestampMixin, Base):
 
 class WebhookDelivery(IdMixin, Base):
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("uq_webhook_delivery", "subscription_id", "event_id", unique=True),)
+    __table_args__ = (
+        Index("uq_webhook_delivery", "subscription_id", "event_id", unique=True),
+        Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where="status = 'pending'"),
+    )
     subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"))
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16), server_default="pending")  # pending|sent|dead

@@ -26,6 +26,7 @@ class PipelineResult:
     inbox_only: list[int] = field(default_factory=list)
     decisions: dict[str, int] = field(default_factory=dict)
     devices: set[int] = field(default_factory=set)
+    events_by_organisation: dict[int, list[int]] = field(default_factory=dict)
 
 
 async def process_events(
@@ -39,6 +40,7 @@ async def process_events(
     facts = await repo.event_facts(session, claimed)
     devices = await repo.device_facts(session, sorted({device_id for _, device_id, _ in facts}))
     for event, device_id, organisation_id in facts:
+        result.events_by_organisation.setdefault(organisation_id, []).append(event.event_id)
         if device_id not in devices:
             continue  # erased since
         device, row = devices[device_id]

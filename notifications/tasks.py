@@ -11,6 +11,7 @@ import structlog
 from notifications.delivery import send_deliveries
 from notifications.pipeline import process_events
 from notifications.staff_tasks import escalate_overdue
+from notifications.webhooks import enqueue_for_events, send_due
 from services.uow import unit_of_work
 
 log = structlog.get_logger(__name__)
@@ -27,8 +28,8 @@ async def deliver_events(ctx: dict[str, Any], event_ids: Sequence[int] | None = 
     factory = ctx["session_factory"]
     async with unit_of_work(factory) as uow:
         result = await process_events(uow, list(event_ids) if event_ids is not None else None, datetime.now(UTC))
-        if result.events and ctx.get("webhooks_enqueue") is not None:
-            await ctx["webhooks_enqueue"](uow, event_ids)
+        for organisation_id, ids in result.events_by_organisation.items():
+            await enqueue_for_events(uow.session, organisation_id, ids)
     await _publish_inbox(ctx, result.devices)
     report = None
     if result.notifications and ctx.get("sender") is not None:
@@ -62,6 +63,9 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, Any]:
     done["escalated"] = len(escalated)
     if escalated and ctx.get("sender") is not None:
         await send_deliveries(factory, ctx["sender"], escalated)
-    if ctx.get("webhooks_send") is not None:
-        done["webhooks"] = await ctx["webhooks_send"]()
     return done
+
+
+async def send_webhooks(ctx: dict[str, Any]) -> dict[str, int]:
+    """Outgoing webhooks that are due (new, or retrying with backoff)."""
+    return await send_due(ctx["session_factory"], ctx["http"])

@@ -9,7 +9,7 @@ from arq.worker import Worker
 
 from infra.app import redis_settings
 from infra.worker import WorkerSettings
-from notifications.tasks import deliver_events, sweep
+from notifications.tasks import deliver_events, send_webhooks, sweep
 
 
 async def run_worker(settings, *, sender: Any = None, jobs: list[tuple[str, tuple[Any, ...]]] | None = None) -> Worker:
@@ -23,7 +23,7 @@ async def run_worker(settings, *, sender: Any = None, jobs: list[tuple[str, tupl
         ctx["sender"] = sender
 
     worker = Worker(
-        functions=[deliver_events, sweep],
+        functions=[deliver_events, sweep, send_webhooks],
         redis_pool=redis,
         burst=True,
         poll_delay=0,
