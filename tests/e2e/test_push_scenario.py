@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -79,7 +80,7 @@ def place_id(http: httpx.Client, admin: dict[str, str], name: str) -> int:
     return int(next(p["id"] for p in items if p["name"] == name))
 
 
-def test_simulated_visitor_gets_exactly_one_push(push_stack) -> None:
+def test_simulated_visitor_gets_exactly_one_push_and_one_inbox_entry(push_stack, settings) -> None:
     admin, enrol = make_org("push-" + secrets.token_hex(3))
     title = "Children's reading hour " + secrets.token_hex(3)
     with httpx.Client(base_url=push_stack["url"], timeout=10) as http:
@@ -106,6 +107,14 @@ def test_simulated_visitor_gets_exactly_one_push(push_stack) -> None:
     assert arrived[0]["data"]["place_id"] == str(oodi)
     token = arrived[0]["token"]
     assert token.startswith("sim-visitor-oodi-")
+    dsn = settings.sync_database_url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(dsn) as conn:
+        inbox = conn.execute(
+            "SELECT n.id, o.status FROM notifications n JOIN deliveries o ON o.notification_id = n.id"
+            " AND o.channel = 'fcm' WHERE n.title = %s",
+            (title,),
+        ).fetchall()
+    assert len(inbox) == 1 and inbox[0][1] == "sent"
 
 
 def test_staff_member_arriving_at_the_fire_station_gets_the_task(push_stack) -> None:
