@@ -303,14 +303,68 @@ def _pidfile(settings: Settings, name: str) -> Path:
     return settings.var_dir / "run" / f"{name}.pid"
 
 
-def _spawn(settings: Settings, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    settings: Settings, name: str, args: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log_dir = settings.var_dir / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir / f"{name}.log").open("ab")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+    )
     _pidfile(settings, name).parent.mkdir(parents=True, exist_ok=True)
     _pidfile(settings, name).write_text(str(process.pid))
     return process
+
+
+def _push_setup(settings: Settings) -> tuple[dict[str, str], str]:
+    """With no FCM service account configured, start the local FCM-compatible server for the demo."""
+    if settings.fcm_credentials_file is not None:
+        return {}, f"FCM through firebase-admin with {settings.fcm_credentials_file}"
+    import httpx
+
+    from infra.fake_fcm import ensure_certificate, write_service_account
+    from infra.stack import free_port, port_open
+
+    folder = settings.var_dir / "fake_fcm"
+    tls = ensure_certificate(folder)
+    port = settings.api_port + 443 if not port_open("127.0.0.1", settings.api_port + 443) else free_port()
+    account = write_service_account(folder / "service-account.json", f"https://127.0.0.1:{port}/token")
+    _spawn(
+        settings,
+        "fake_fcm",
+        [
+            sys.executable,
+            "-m",
+            "infra.fake_fcm",
+            "--port",
+            str(port),
+            "--cert-dir",
+            str(folder),
+            "--service-account",
+            str(account),
+        ],
+    )
+    base = f"https://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    with httpx.Client(verify=str(tls.ca), timeout=1) as http:
+        while time.monotonic() < deadline:
+            try:
+                http.get(f"{base}/_fake/stats")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+    env = {
+        "PLACECAST_FCM_CREDENTIALS_FILE": str(account),
+        "PLACECAST_FCM_BASE_URL": base,
+        "SSL_CERT_FILE": str(tls.ca),
+        "REQUESTS_CA_BUNDLE": str(tls.ca),
+    }
+    note = (
+        f"[yellow]no FCM service account set (PLACECAST_FCM_CREDENTIALS_FILE): pushes go to the local "
+        f"FCM-compatible server at {base}[/yellow] — see them: curl --cacert {tls.ca} {base}/_fake/messages"
+    )
+    return env, note
 
 
 @app.command()
@@ -348,7 +402,8 @@ def up(
             "--no-access-log",
         ],
     )
-    worker = _spawn(settings, "worker", [python, "-m", "arq", "infra.worker.WorkerSettings"])
+    push_env, push_note = _push_setup(settings)
+    worker = _spawn(settings, "worker", [python, "-m", "arq", "infra.worker.WorkerSettings"], env=push_env)
     base = f"http://{settings.api_host}:{settings.api_port}"
     deadline = time.monotonic() + 60
     import httpx
@@ -368,6 +423,7 @@ def up(
     console.print(
         "  simulate   .venv/bin/placecast simulate  (a visitor walks into Oodi; a worker to the fire station)"
     )
+    console.print(f"  push       {push_note}")
     console.print(f"  logs       {settings.var_dir / 'log'}")
     console.print("  Ctrl-C (or `infra/run.sh stop`) stops everything; data stays in var/.\n")
 
@@ -386,7 +442,7 @@ def up(
 
 
 def _stop_all(settings: Settings) -> None:
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "fake_fcm"):
         pidfile = _pidfile(settings, name)
         if pidfile.exists():
             with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
