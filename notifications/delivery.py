@@ -49,10 +49,12 @@ def backoff_s(attempt: int) -> float:
     return float(min(3600, 2**attempt * 2) * (0.75 + random.random() / 2))
 
 
-async def _claim(factory: async_sessionmaker[AsyncSession], which: str, ids: Sequence[int], limit: int) -> list[Any]:
+async def _claim(
+    factory: async_sessionmaker[AsyncSession], which: str, ids: Sequence[int], limit: int, lease_s: float
+) -> list[Any]:
     async with unit_of_work(factory) as uow:
         rows = await uow.session.execute(
-            text(CLAIM.format(which=which)), {"ids": list(ids), "limit": limit, "lease": LEASE_S}
+            text(CLAIM.format(which=which)), {"ids": list(ids), "limit": limit, "lease": lease_s}
         )
         return list(rows)
 
@@ -75,12 +77,24 @@ async def send_deliveries(
     sender: PushSender,
     notification_ids: Sequence[int] | None = None,
     limit: int = 2000,
+    chunk: int = 50,
+    lease_s: float = LEASE_S,
 ) -> SendReport:
-    """Send the fresh deliveries of these notifications, or (ids None) every due retry and expired lease."""
-    rows = await _claim(factory, FRESH if notification_ids is not None else DUE, notification_ids or [], limit)
+    """Send the fresh deliveries of these notifications, or (ids None) every due retry and expired lease.
+
+    Outcomes are committed after every `chunk` pushes, so a killed worker leaves at most one chunk whose
+    fate is unknown (re-sent after the lease, with the same collapse key).
+    """
+    rows = await _claim(factory, FRESH if notification_ids is not None else DUE, notification_ids or [], limit, lease_s)
     report = SendReport()
-    if not rows:
-        return report
+    for start in range(0, len(rows), chunk):
+        await _send_chunk(factory, sender, rows[start : start + chunk], report)
+    return report
+
+
+async def _send_chunk(
+    factory: async_sessionmaker[AsyncSession], sender: PushSender, rows: list[Any], report: SendReport
+) -> None:
     sendable = [r for r in rows if r.fcm_token and r.fcm_token_active]
     outcomes = await sender.send([_message(r) for r in sendable]) if sendable else []
     by_notification = {o.notification_id: o for o in outcomes}
@@ -93,7 +107,6 @@ async def send_deliveries(
                 continue
             report.outcomes.append(outcome)
             await _apply(uow.session, row, outcome, report)
-    return report
 
 
 async def _apply(session: AsyncSession, row: Any, outcome: PushOutcome, report: SendReport) -> None:

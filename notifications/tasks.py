@@ -33,7 +33,13 @@ async def deliver_events(ctx: dict[str, Any], event_ids: Sequence[int] | None = 
     await _publish_inbox(ctx, result.devices)
     report = None
     if result.notifications and ctx.get("sender") is not None:
-        report = await send_deliveries(factory, ctx["sender"], result.notifications)
+        report = await send_deliveries(
+            factory,
+            ctx["sender"],
+            result.notifications,
+            chunk=ctx["settings"].fcm_batch_size,
+            lease_s=ctx["settings"].push_lease_s,
+        )
     return {
         "events": result.events,
         "notifications": len(result.notifications),
@@ -56,13 +62,21 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, Any]:
     if stale:
         done["outbox"] = await deliver_events(ctx, stale)
     if ctx.get("sender") is not None:
-        report = await send_deliveries(factory, ctx["sender"], None)
+        report = await send_deliveries(
+            factory, ctx["sender"], None, chunk=ctx["settings"].fcm_batch_size, lease_s=ctx["settings"].push_lease_s
+        )
         done["retried"] = report.sent
     async with unit_of_work(factory) as uow:
         escalated = await escalate_overdue(uow, datetime.now(UTC))
     done["escalated"] = len(escalated)
     if escalated and ctx.get("sender") is not None:
-        await send_deliveries(factory, ctx["sender"], escalated)
+        await send_deliveries(
+            factory,
+            ctx["sender"],
+            escalated,
+            chunk=ctx["settings"].fcm_batch_size,
+            lease_s=ctx["settings"].push_lease_s,
+        )
     return done
 
 
