@@ -75,10 +75,7 @@ class TransitionEvent(NamedTuple, Generic[K]):
 
 def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
     p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = (
-        math.sin((p2 - p1) / 2) ** 2
-        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    )
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(a, 1.0)))
 
 
@@ -147,18 +144,14 @@ def _exit(
         events.append(TransitionEvent("exit", key, ts))
 
 
-def _enter(
-    fences: dict[K, FenceState], events: list[TransitionEvent[K]], ts: float, inside: AbstractSet[K]
-) -> None:
+def _enter(fences: dict[K, FenceState], events: list[TransitionEvent[K]], ts: float, inside: AbstractSet[K]) -> None:
     for key in inside:
         if key not in fences:
             fences[key] = FenceState(ts)
             events.append(TransitionEvent("enter", key, ts))
 
 
-def _dwell(
-    fences: dict[K, FenceState], events: list[TransitionEvent[K]], ts: float, dwell_after_s: float
-) -> None:
+def _dwell(fences: dict[K, FenceState], events: list[TransitionEvent[K]], ts: float, dwell_after_s: float) -> None:
     # Checked on every accepted fix while the state says inside, including fixes in the
     # hysteresis band just outside: the device has not left, so its time there counts.
     for key, fence in fences.items():
