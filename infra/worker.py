@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -12,11 +14,29 @@ from infra.app import redis_settings
 from infra.db import make_engine, make_session_factory
 from infra.logging import configure_logging
 from infra.settings import Settings, get_settings
+from notifications.push import PushMessage, PushOutcome
 from notifications.tasks import deliver_events, send_webhooks, sweep
 from services.retention import ensure_partitions, purge_old_fixes
 from services.uow import unit_of_work
 
 log = structlog.get_logger(__name__)
+
+
+class BoundedSender:
+    """Many concurrent jobs must not pile their pushes onto one HTTP/2 connection at once: measured,
+    firebase-admin's async path slows down sharply past ~50 requests in flight, so sends take turns."""
+
+    def __init__(self, sender: Any, concurrency: int) -> None:
+        self._sender = sender
+        self._turns = asyncio.Semaphore(concurrency)
+
+    async def send(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
+        async with self._turns:
+            result: list[PushOutcome] = await self._sender.send(messages)
+            return result
+
+    async def aclose(self) -> None:
+        await self._sender.aclose()
 
 
 def make_sender(settings: Settings) -> Any:
@@ -25,11 +45,14 @@ def make_sender(settings: Settings) -> Any:
         return None
     from notifications.push import FcmSender
 
-    return FcmSender(
-        settings.fcm_credentials_file,
-        base_url=settings.fcm_base_url,
-        send_path=settings.fcm_send_path,
-        batch_size=settings.fcm_batch_size,
+    return BoundedSender(
+        FcmSender(
+            settings.fcm_credentials_file,
+            base_url=settings.fcm_base_url,
+            send_path=settings.fcm_send_path,
+            batch_size=settings.fcm_batch_size,
+        ),
+        settings.fcm_concurrency,
     )
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import orjson
 
 from notifications import repository as repo
-from notifications.rules import DeviceFacts, EventFacts, History, evaluate, local_day_start
+from notifications.rules import EventFacts, History, evaluate, local_day_start
 from services.audit import record_audit
 from services.uow import UnitOfWork
 
@@ -39,6 +40,11 @@ async def process_events(
         return result
     facts = await repo.event_facts(session, claimed)
     devices = await repo.device_facts(session, sorted({device_id for _, device_id, _ in facts}))
+    # One query each for the whole batch, then kept current in memory as this job decides.
+    day_starts = {d: local_day_start(now, facts_.timezone) for d, (facts_, _) in devices.items()}
+    last_sent, sent_today = await repo.batch_history(session, day_starts)
+    rules_cache: dict[tuple[int, int], tuple[list[Any], dict[int, Any]]] = {}
+    pending: list[tuple[dict[str, Any], bool]] = []
     for event, device_id, organisation_id in facts:
         result.events_by_organisation.setdefault(organisation_id, []).append(event.event_id)
         if device_id not in devices:
@@ -46,60 +52,53 @@ async def process_events(
         device, row = devices[device_id]
         if device.role == "staff" and event.kind in ("enter", "checkin") and event.zone == "building":
             await _push_tasks(uow, result, event, organisation_id, device_id, row, device.consents, now)
-        await _push_content(uow, result, event, organisation_id, device, now)
+        key = (organisation_id, event.place_id)
+        if key not in rules_cache:
+            rules_cache[key] = await repo.content_rules(session, organisation_id, event.place_id, event.place_kind)
+        rules, items = rules_cache[key]
+        if not rules:
+            continue
+        history = History(last_sent.get((device_id, event.place_id), {}), sent_today.get(device_id, 0))
+        for decision in evaluate(event, device, rules, history, now):
+            result.decisions[decision.reason] = result.decisions.get(decision.reason, 0) + 1
+            # "no_push" passed every rule but the device has no working token: still its inbox.
+            if not decision.send and decision.reason != "no_push":
+                continue
+            item = items[decision.content_id]
+            pending.append((_content_notification(organisation_id, device_id, event, item, now), decision.send))
+            last_sent.setdefault((device_id, event.place_id), {})[item["id"]] = now
+            sent_today[device_id] = sent_today.get(device_id, 0) + 1
+    if pending:
+        created = await repo.insert_notifications(session, [values for values, _ in pending])
+        wants_push = {(v["event_id"], v["content_id"]) for v, push in pending if push}
+        await repo.add_deliveries(session, [n for n, _, _ in created], "inbox", status="sent")
+        pushed = [n for n, event_id, content_id in created if (event_id, content_id) in wants_push]
+        await repo.add_deliveries(session, pushed, "fcm")
+        result.notifications += pushed
+        result.inbox_only += [n for n, e, c in created if (e, c) not in wants_push]
+        result.devices |= {v["device_id"] for v, _ in pending}
     await repo.mark_processed(session, claimed)
     return result
 
 
-async def _push_content(
-    uow: UnitOfWork,
-    result: PipelineResult,
-    event: EventFacts,
-    organisation_id: int,
-    device: DeviceFacts,
-    now: datetime,
-) -> None:
-    session = uow.session
-    rules, items = await repo.content_rules(session, organisation_id, event.place_id, event.place_kind)
-    if not rules:
-        return
-    last_sent, sent_today = await repo.send_history(
-        session, device.device_id, event.place_id, local_day_start(now, device.timezone)
-    )
-    for decision in evaluate(event, device, rules, History(last_sent, sent_today), now):
-        result.decisions[decision.reason] = result.decisions.get(decision.reason, 0) + 1
-        # "no_push" passed every rule but the device has no working token: still its inbox.
-        if not decision.send and decision.reason != "no_push":
-            continue
-        item = items[decision.content_id]
-        data = {str(k): str(v) for k, v in (item["data"] or {}).items()}
-        data.update({"place_id": str(event.place_id), "content_id": str(item["id"]), "event": event.kind})
-        if item["deep_link"]:
-            data["deep_link"] = item["deep_link"]
-        notification_id = await repo.insert_notification(
-            session,
-            {
-                "organisation_id": organisation_id,
-                "device_id": device.device_id,
-                "event_id": event.event_id,
-                "content_id": item["id"],
-                "task_id": None,
-                "place_id": event.place_id,
-                "title": item["title"],
-                "body": item["body"],
-                "data": orjson.dumps(data).decode(),
-                "created_at": now,
-            },
-        )
-        if notification_id is None:
-            continue
-        result.devices.add(device.device_id)
-        await repo.add_delivery(session, notification_id, "inbox", status="sent")
-        if decision.send:
-            await repo.add_delivery(session, notification_id, "fcm")
-            result.notifications.append(notification_id)
-        else:
-            result.inbox_only.append(notification_id)
+def _content_notification(
+    organisation_id: int, device_id: int, event: EventFacts, item: Any, now: datetime
+) -> dict[str, Any]:
+    data = {str(k): str(v) for k, v in (item["data"] or {}).items()}
+    data.update({"place_id": str(event.place_id), "content_id": str(item["id"]), "event": event.kind})
+    if item["deep_link"]:
+        data["deep_link"] = item["deep_link"]
+    return {
+        "organisation_id": organisation_id,
+        "device_id": device_id,
+        "event_id": event.event_id,
+        "content_id": item["id"],
+        "place_id": event.place_id,
+        "title": item["title"],
+        "body": item["body"],
+        "data": orjson.dumps(data).decode(),
+        "created_at": now,
+    }
 
 
 async def _push_tasks(

@@ -110,24 +110,72 @@ async def content_rules(
     return rules, items
 
 
-async def send_history(
-    session: AsyncSession, device_id: int, place_id: int, since: datetime
-) -> tuple[dict[int, datetime], int]:
-    last = await session.execute(
+async def batch_history(
+    session: AsyncSession, day_starts: dict[int, datetime]
+) -> tuple[dict[tuple[int, int], dict[int, datetime]], dict[int, int]]:
+    """For every device: last push per (place, content), and content pushes since its local midnight."""
+    ids = list(day_starts)
+    last_rows = await session.execute(
         text(
-            "SELECT content_id, max(created_at) FROM notifications WHERE device_id = :d AND place_id = :p"
-            " AND content_id IS NOT NULL GROUP BY content_id"
+            "SELECT device_id, place_id, content_id, max(created_at) FROM notifications"
+            " WHERE device_id = ANY(CAST(:ids AS bigint[])) AND content_id IS NOT NULL"
+            " GROUP BY device_id, place_id, content_id"
         ),
-        {"d": device_id, "p": place_id},
+        {"ids": ids},
     )
-    today = await session.execute(
+    last: dict[tuple[int, int], dict[int, datetime]] = {}
+    for device_id, place_id, content_id, at in last_rows:
+        last.setdefault((device_id, place_id), {})[content_id] = at
+    counts = await session.execute(
         text(
-            "SELECT count(*) FROM notifications WHERE device_id = :d AND content_id IS NOT NULL"
-            " AND created_at >= :since"
+            "SELECT d.id, count(n.id) FROM unnest(CAST(:ids AS bigint[]), CAST(:since AS timestamptz[]))"
+            " AS d(id, since) LEFT JOIN notifications n ON n.device_id = d.id AND n.content_id IS NOT NULL"
+            " AND n.created_at >= d.since GROUP BY d.id"
         ),
-        {"d": device_id, "since": since},
+        {"ids": ids, "since": [day_starts[i] for i in ids]},
     )
-    return {int(r[0]): r[1] for r in last}, int(today.scalar_one())
+    return last, {int(d): int(c) for d, c in counts}
+
+
+async def insert_notifications(session: AsyncSession, rows: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+    """Content notifications in one statement; those already made for (event, content) are skipped.
+    Returns (notification id, event id, content id) of the new ones."""
+    result = await session.execute(
+        text(
+            "INSERT INTO notifications (organisation_id, device_id, event_id, content_id, place_id, title, body,"
+            " data, created_at) SELECT * FROM unnest(CAST(:org AS bigint[]), CAST(:dev AS bigint[]),"
+            " CAST(:ev AS bigint[]), CAST(:content AS bigint[]), CAST(:place AS bigint[]), CAST(:title AS text[]),"
+            " CAST(:body AS text[]), CAST(:data AS jsonb[]), CAST(:at AS timestamptz[]))"
+            " ON CONFLICT (event_id, content_id) WHERE content_id IS NOT NULL DO NOTHING"
+            " RETURNING id, event_id, content_id"
+        ),
+        {
+            "org": [r["organisation_id"] for r in rows],
+            "dev": [r["device_id"] for r in rows],
+            "ev": [r["event_id"] for r in rows],
+            "content": [r["content_id"] for r in rows],
+            "place": [r["place_id"] for r in rows],
+            "title": [r["title"] for r in rows],
+            "body": [r["body"] for r in rows],
+            "data": [r["data"] for r in rows],
+            "at": [r["created_at"] for r in rows],
+        },
+    )
+    return [(int(n), int(e), int(c)) for n, e, c in result]
+
+
+async def add_deliveries(
+    session: AsyncSession, notification_ids: list[int], channel: str, status: str = "pending"
+) -> None:
+    if notification_ids:
+        await session.execute(
+            text(
+                "INSERT INTO deliveries (notification_id, channel, status, sent_at)"
+                " SELECT unnest(CAST(:ids AS bigint[])), :c, CAST(:s AS text),"
+                " CASE WHEN CAST(:s AS text) = 'sent' THEN now() END ON CONFLICT DO NOTHING"
+            ),
+            {"ids": notification_ids, "c": channel, "s": status},
+        )
 
 
 async def insert_notification(session: AsyncSession, values: dict[str, Any]) -> int | None:

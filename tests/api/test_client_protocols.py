@@ -15,7 +15,7 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def owntracks_location(lon: float, lat: float, tst: int) -> dict:
+def owntracks_location(lon: float, lat: float, tst: int) -> dict[str, object]:
     # As the Android app sends it (booklet docs/tech/json.md example, trimmed).
     return {
         "_type": "location",
