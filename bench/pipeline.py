@@ -118,9 +118,8 @@ def _seed(dsn: str, devices: int, events: int) -> tuple[int, int, list[int]]:
 
 def _sent(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
-        return int(
-            conn.execute("SELECT count(*) FROM deliveries WHERE channel = 'fcm' AND status = 'sent'").fetchone()[0]
-        )  # type: ignore[index]
+        row = conn.execute("SELECT count(*) FROM deliveries WHERE channel = 'fcm' AND status = 'sent'").fetchone()
+        return int(row[0]) if row else 0
 
 
 def _workers(env: dict[str, str], n: int) -> list[subprocess.Popen[bytes]]:
