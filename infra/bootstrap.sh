@@ -31,6 +31,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   # A fresh postgresql package may start its own cluster on 5432; ours runs on its own port, so leave it.
 fi
 
+# The admin UI's map and chart libraries come from the npm registry, served by the app (no CDN).
+if [ -f admin/package-lock.json ]; then
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  npm_stamp=admin/node_modules/.placecast-installed
+  npm_want=$(sha256sum admin/package-lock.json | cut -c1-16)
+  if [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_want" ]; then
+    echo "placecast: installing the admin UI's npm packages"
+    npm ci --prefix admin --no-audit --no-fund --loglevel=error
+    echo "$npm_want" > "$npm_stamp"
+  fi
+fi
+
 stamp=.venv/.placecast-installed
 want=$(cat pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ]; then

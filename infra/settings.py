@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     worker_poll_delay_s: float = 0.02
     outbox_sweep_after_s: float = 5.0
 
+    # Admin UI map background; the map still works (plain background) where no tile loads.
+    tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+
     log_level: str = "INFO"
     log_json: bool = False
 

@@ -3,6 +3,8 @@
 # start their own PostGIS and Redis on free ports in a temporary folder, never touching the demo data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Browser tests drive Debian's Chromium (Playwright cannot download its own here).
+export PLACECAST_EXTRA_PACKAGES="${PLACECAST_EXTRA_PACKAGES:-} chromium"
 source infra/bootstrap.sh
 echo "== ruff"
 .venv/bin/ruff check .
