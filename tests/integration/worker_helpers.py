@@ -22,13 +22,17 @@ async def run_worker(settings, *, sender: Any = None, jobs: list[tuple[str, tupl
         await WorkerSettings.on_startup(ctx)
         ctx["sender"] = sender
 
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        ctx["sender"] = None  # the caller's sender outlives this burst
+        await WorkerSettings.on_shutdown(ctx)
+
     worker = Worker(
         functions=[deliver_events, sweep, send_webhooks],
         redis_pool=redis,
         burst=True,
         poll_delay=0,
         on_startup=startup,
-        on_shutdown=WorkerSettings.on_shutdown,
+        on_shutdown=shutdown,
         max_jobs=10,
     )
     await worker.main()
