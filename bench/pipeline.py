@@ -135,7 +135,7 @@ def _workers(env: dict[str, str], n: int) -> list[subprocess.Popen[bytes]]:
 
 
 async def _ceiling(account: Path, fake: RunningFake, n: int, chunk: int) -> float:
-    sender = FcmSender(account, base_url=fake.base_url, batch_size=chunk)
+    sender = FcmSender(account, base_url=fake.base_url, send_path="async", batch_size=chunk)  # as the worker
     messages = [
         PushMessage(i, f"ceiling-{i}", "Reading hour", "Floor 2 at 15:00", {"place_id": "1"}, collapse_key=f"n{i}")
         for i in range(n)

@@ -12,8 +12,9 @@ What firebase-admin already does before an outcome reaches us (read in its sourc
 - A 401 makes both refresh the OAuth2 token twice and resend.
 Whatever survives that comes back here as "retry" with the server's `Retry-After` when it sent one.
 
-The default path is the measured faster one, `send_each`; its costs: HTTP/1.1 rather than HTTP/2, an OS
-thread per message, and a quota error that holds its batch for ~4 x Retry-After.
+The default path, `send_each`, came out ahead more often in `bench.push`, by a small margin. Its costs:
+HTTP/1.1 rather than HTTP/2, an OS thread per message, new connections whenever a batch has more messages in
+flight than its pool's 100, and a quota error that holds its batch for ~4 x Retry-After.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from firebase_admin import credentials, exceptions, messaging
 FCM_BASE_URL = "https://fcm.googleapis.com"
 MAX_BATCH = 500  # send_each and send_each_async refuse more in one call
 SendPath = Literal["async", "threads"]  # send_each_async on the caller's loop / send_each in a worker thread
-# Measured with `python -m bench.push` (passes interleaved, 2 shared cores): over TLS the threads path sent
-# 1.2-1.5x the pushes/s of the async one in each of four runs, e.g. 813 vs 589 (HTTP/2, best batch size each),
-# 537 vs 395 with 25 ms of server latency, at equal client CPU (~1.1 ms per push). See the caveats above.
+# Measured with `python -m bench.push` (2 shared cores, passes interleaved, TLS + HTTP/2 fake): the paths are
+# within ~15 % and trade places between runs. send_each (batches of 500) led in 6 of 8 runs without latency
+# and in 3 of 6 with 25 ms of server latency; final run, best batch size of each: 546 vs 496 pushes/s with
+# latency, 807 vs 856 without. Client CPU per push is the same, ~1.1-1.2 ms.
 DEFAULT_SEND_PATH: SendPath = "threads"
 PushStatus = Literal["sent", "unregistered", "invalid", "retry", "failed"]
 _TARGET_FIELDS = {"message.token", "message.fid"}

@@ -1,8 +1,9 @@
 """FcmSender with firebase-admin's real client against the local FCM fake over TLS + HTTP/2.
 
-The fake runs in a child process with its own CA; this process trusts it for the session only: httpx (the
-async path) reads SSL_CERT_FILE when firebase-admin builds its client, requests (the OAuth2 grant and the
-threads path) reads REQUESTS_CA_BUNDLE per request. No PostGIS or Redis is needed.
+The fake runs in a child process with its own CA, which this process trusts while this module's tests run
+(then the environment is restored): httpx (the async path) reads SSL_CERT_FILE when firebase-admin builds its
+client, requests (the OAuth2 grant and the threads path) reads REQUESTS_CA_BUNDLE on every request.
+No PostGIS or Redis is needed.
 """
 
 from __future__ import annotations
@@ -29,19 +30,19 @@ PROJECT = "placecast-demo"
 PATHS: tuple[SendPath, ...] = ("async", "threads")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def port() -> int:
     return free_port()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def account(port: int, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A service-account file whose token_uri is the fake's, as in the demo."""
     path = tmp_path_factory.mktemp("account") / "service-account.json"
     return write_service_account(path, f"https://127.0.0.1:{port}/token", PROJECT)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fake(port: int, account: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFake]:
     certs = tmp_path_factory.mktemp("certs")
     with spawn(port, certs, service_account=account) as running, pytest.MonkeyPatch.context() as env:
@@ -51,7 +52,7 @@ def fake(port: int, account: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def access_token(fake: RunningFake, account: Path) -> str:
     """A token from the fake's /token, obtained by google-auth exactly as firebase-admin does."""
     credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
@@ -61,7 +62,7 @@ def access_token(fake: RunningFake, account: Path) -> str:
     return str(credentials.token)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def senders(fake: RunningFake, account: Path) -> AsyncIterator[dict[SendPath, FcmSender]]:
     made = {p: FcmSender(account, base_url=fake.base_url, send_path=p) for p in PATHS}
     yield made
