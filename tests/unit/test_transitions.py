@@ -175,9 +175,10 @@ def test_staying_inside_with_noise_below_the_margin_is_one_enter_and_no_exit(
 ) -> None:
     true_x = data.draw(st.lists(st.floats(-40, 0), min_size=len(ts), max_size=len(ts)))
     noise = data.draw(st.lists(st.floats(-9.99, 9.99), min_size=len(ts), max_size=len(ts)))
-    measured = [x + e for x, e in zip(true_x, noise, strict=True)]
-    _, events = run([fix(t, m) for t, m in zip(ts, measured, strict=True)])
-    assert kinds(events).count("enter") == (1 if min(measured) <= 0 else 0)
+    fixes = [fix(t, x + e) for t, x, e in zip(ts, true_x, noise, strict=True)]
+    _, events = run(fixes)
+    # Judge inside/outside on the position as stored (degrees), as the rules see it.
+    assert kinds(events).count("enter") == (1 if min(x_of(f) for f in fixes) <= 0 else 0)
     assert "exit" not in kinds(events)
 
 
