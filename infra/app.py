@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        overrides={"/admin/v1/import": settings.import_max_bytes},
+        overrides={"/admin/v1/import/": settings.import_max_bytes, "/admin/v1/imports": settings.import_max_bytes},
     )
 
     from admin.content_api import router as content_router
@@ -93,6 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(places_router)
     app.include_router(content_router)
     app.include_router(webhooks_router)
+    from admin import register_admin_routers
+
+    register_admin_routers(app)
     app.include_router(mobile_router)
     app.include_router(clients_router)
     app.include_router(inbox_router)

@@ -89,7 +89,39 @@ def seed_demo() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(key + "\n")
             path.chmod(0o600)
+    password_file = get_settings().var_dir / "demo-admin-password"
+    if not password_file.exists():
+        _demo_admin(summary["organisation_id"], password_file)
     console.print(f"demo data: {summary['created']} places created, {summary['updated']} updated")
+
+
+DEMO_ADMIN = "admin@demo.placecast"
+
+
+def _demo_admin(organisation_id: int, password_file: Path) -> None:
+    """The demo's UI login: owner of the demo organisation; a lost password file means a new password."""
+    from services.accounts import add_membership, create_user, find_user_id, generate_password, set_password
+    from services.models import Role
+    from services.uow import unit_of_work
+
+    password = generate_password()
+
+    async def work(factory: Any) -> None:
+        async with unit_of_work(factory) as uow:
+            user_id = await find_user_id(uow.session, DEMO_ADMIN)
+            if user_id is None:
+                await create_user(
+                    uow.session, email=DEMO_ADMIN, password=password, organisation_id=organisation_id, role=Role.owner
+                )
+            else:
+                await set_password(uow.session, user_id=user_id, password=password)
+                await add_membership(uow.session, user_id=user_id, organisation_id=organisation_id, role=Role.owner)
+
+    _with_session(work)
+    password_file.parent.mkdir(parents=True, exist_ok=True)
+    # Created 0600 from the start: no moment where another user could read it.
+    with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(password + "\n")
 
 
 @app.command("create-org")
@@ -105,6 +137,51 @@ def create_org(name: str, slug: str) -> None:
             return await create_api_key(uow.session, organisation_id=organisation_id, name="cli", role=Role.owner)
 
     typer.echo(_with_session(work))
+
+
+@app.command("create-admin")
+def create_admin(
+    email: str,
+    org: Annotated[str, typer.Option(help="organisation slug")],
+    role: Annotated[str, typer.Option(help="owner, editor or viewer")] = "owner",
+    password: Annotated[str | None, typer.Option(help="default: a generated one, printed once")] = None,
+) -> None:
+    """Create a user of the admin UI in an organisation, or give an existing user a role in one more."""
+    if role not in ("owner", "editor", "viewer"):
+        console.print("[red]--role is owner, editor or viewer[/red]")
+        raise typer.Exit(2)
+    from services.accounts import add_membership, create_user, find_user_id, generate_password, set_password
+    from services.errors import DomainError
+    from services.models import Role
+    from services.uow import unit_of_work
+
+    chosen = password or generate_password()
+
+    async def work(factory: Any) -> bool:
+        organisation_id = await _org_id(factory, org)
+        async with unit_of_work(factory) as uow:
+            user_id = await find_user_id(uow.session, email)
+            if user_id is None:
+                await create_user(
+                    uow.session, email=email, password=chosen, organisation_id=organisation_id, role=Role(role)
+                )
+                return True
+            await add_membership(uow.session, user_id=user_id, organisation_id=organisation_id, role=Role(role))
+            if password:
+                await set_password(uow.session, user_id=user_id, password=password)
+            return False
+
+    try:
+        created = _with_session(work)
+    except DomainError as error:
+        console.print(f"[red]{error.message}[/red] " + "; ".join(f"{p.field}: {p.reason}" for p in error.problems))
+        raise typer.Exit(2) from error
+    if created:
+        console.print(f"created {email} ({role} of {org}); log in at /admin")
+        if not password:
+            typer.echo(chosen)
+    else:
+        console.print(f"{email} exists: now {role} of {org}" + ("; password changed" if password else ""))
 
 
 @app.command("create-api-key")
@@ -420,6 +497,9 @@ def up(
     if key_file.exists():
         console.print(f"  demo key   {key_file.read_text().strip()}   (also in {key_file})")
         console.print(f"  try        curl -H 'X-API-Key: $(cat {key_file})' '{base}/admin/v1/places?limit=5'")
+    admin_file = settings.var_dir / "demo-admin-password"
+    if admin_file.exists():
+        console.print(f"  admin UI   {base}/admin   (log in as {DEMO_ADMIN}, password in {admin_file})")
     console.print(
         "  simulate   .venv/bin/placecast simulate  (a visitor walks into Oodi; a worker to the fire station)"
     )

@@ -1,17 +1,25 @@
-"""FastAPI dependencies as Annotated aliases: the unit of work, settings, the admin principal."""
+"""FastAPI dependencies as Annotated aliases: the unit of work, settings, the admin principal.
+
+An admin principal comes from an organisation API key (`Authorization: Bearer` or `X-API-Key`) or from the
+browser session cookie set by `POST /admin/v1/session`. A cookie is sent by the browser on its own, so a
+state-changing request with one must also carry the session's CSRF token, which only our own pages can read.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Header, Query, Request
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from infra.settings import Settings
-from services.errors import Unauthorized
+from services.accounts import SESSION_COOKIE, AdminSession, load_session, principal_for_user
+from services.errors import Forbidden, Problem, Unauthorized, ValidationFailed
 from services.orgs import Principal, authenticate_api_key
 from services.uow import UnitOfWork, unit_of_work
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def _uow(request: Request) -> AsyncIterator[UnitOfWork]:
@@ -32,17 +40,63 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 
 _bearer = HTTPBearer(auto_error=False, description="Organisation API key")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False)
+_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="Browser session from POST /admin/v1/session")
+
+
+async def _session(request: Request, token: Annotated[str | None, Depends(_cookie)]) -> AdminSession | None:
+    return await load_session(request.app.state.redis, token) if token else None
+
+
+# The browser session behind the cookie, or None (no cookie, expired, logged out).
+SessionDep = Annotated[AdminSession | None, Depends(_session)]
+
+
+def require_csrf(request: Request, session: AdminSession) -> None:
+    if request.method not in SAFE_METHODS and not session.csrf_matches(request.headers.get("X-CSRF-Token")):
+        raise Forbidden("CSRF token missing or wrong")
+
+
+def _organisation_id(value: str | None, field: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or not 0 < int(value) < 2**63:
+        raise ValidationFailed("bad organisation", [Problem(field, "expected an organisation id (a positive integer)")])
+    return int(value)
 
 
 async def _principal(
+    request: Request,
     uow: UowDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header_key: Annotated[str | None, Depends(_header)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+    session: SessionDep,
+    x_organisation: Annotated[
+        str | None, Header(alias="X-Organisation", description="Organisation id for a browser session")
+    ] = None,
+    organisation: Annotated[
+        str | None, Query(description="Organisation id for a browser session where headers cannot be set (SSE)")
+    ] = None,
 ) -> Principal:
+    if x_organisation is not None:
+        wanted = _organisation_id(x_organisation, "X-Organisation")
+    else:
+        wanted = _organisation_id(organisation, "organisation")
     key = bearer.credentials if bearer else header_key
-    if not key:
-        raise Unauthorized("send an organisation API key as 'Authorization: Bearer <key>' or 'X-API-Key'")
-    return await authenticate_api_key(uow.session, key)
+    if key:
+        principal = await authenticate_api_key(uow.session, key)
+        if wanted is not None and wanted != principal.organisation_id:
+            raise Forbidden(f"this API key belongs to organisation {principal.organisation_id}, not {wanted}")
+        return principal
+    if session is not None:
+        require_csrf(request, session)
+        return await principal_for_user(uow.session, session.user_id, wanted)
+    if cookie:
+        raise Unauthorized("your session has expired or was ended; log in again")
+    raise Unauthorized(
+        "log in (POST /admin/v1/session) or send an organisation API key"
+        " as 'Authorization: Bearer <key>' or 'X-API-Key'"
+    )
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]

@@ -9,6 +9,8 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -71,6 +73,8 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("http_error", str(error.detail)), status_code=error.status_code, headers=error.headers
         )
 
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
     @app.exception_handler(SQLAlchemyTimeoutError)
     @app.exception_handler(OperationalError)
     @app.exception_handler(ConnectionError)

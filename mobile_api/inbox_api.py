@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.deps import UowDep
 from mobile_api.deps import DeviceDep
-from notifications.tasks import INBOX_CHANNEL
+from notifications.tasks import INBOX_CHANNEL, LIVE_CHANNEL
 from services import staff_tasks
 from services.errors import NotFound
 
@@ -111,9 +111,29 @@ async def my_tasks(device: DeviceDep, uow: UowDep) -> list[dict[str, Any]]:
     return await staff_tasks.tasks_for_device(uow, device)
 
 
+def _publish_task(request: Request, uow: UowDep, organisation_id: int, task: dict[str, Any]) -> None:
+    """After commit, the admin UI's live feed and task board hear of it."""
+    message = orjson.dumps(
+        {
+            "type": "task",
+            "task_id": task["id"],
+            "status": task["status"],
+            "title": task["title"],
+            "place_id": task["place_id"],
+        }
+    )
+
+    async def publish() -> None:
+        await request.app.state.redis.publish(LIVE_CHANNEL.format(organisation_id), message)
+
+    uow.after_commit(publish)
+
+
 @router.post("/tasks/{task_id}/acknowledge")
-async def acknowledge(task_id: int, device: DeviceDep, uow: UowDep) -> dict[str, Any]:
-    return await staff_tasks.acknowledge_task(uow, device=device, task_id=task_id)
+async def acknowledge(task_id: int, device: DeviceDep, uow: UowDep, request: Request) -> dict[str, Any]:
+    task = await staff_tasks.acknowledge_task(uow, device=device, task_id=task_id)
+    _publish_task(request, uow, device.organisation_id, task)
+    return task
 
 
 class CompleteIn(BaseModel):
@@ -122,5 +142,7 @@ class CompleteIn(BaseModel):
 
 
 @router.post("/tasks/{task_id}/complete")
-async def complete(task_id: int, body: CompleteIn, device: DeviceDep, uow: UowDep) -> dict[str, Any]:
-    return await staff_tasks.complete_task(uow, device=device, task_id=task_id, note=body.note)
+async def complete(task_id: int, body: CompleteIn, device: DeviceDep, uow: UowDep, request: Request) -> dict[str, Any]:
+    task = await staff_tasks.complete_task(uow, device=device, task_id=task_id, note=body.note)
+    _publish_task(request, uow, device.organisation_id, task)
+    return task

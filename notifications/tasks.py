@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
+from sqlalchemy import text
 
 from notifications.delivery import send_deliveries
 from notifications.pipeline import process_events
@@ -16,6 +18,35 @@ from services.uow import unit_of_work
 
 log = structlog.get_logger(__name__)
 INBOX_CHANNEL = "placecast:inbox:{}"
+LIVE_CHANNEL = "placecast:live:{}"
+
+
+async def publish_live(ctx: dict[str, Any], notification_ids: list[int]) -> None:
+    """The admin UI's live feed: one message per push and per task notified (after commit)."""
+    if not notification_ids:
+        return
+    async with ctx["session_factory"]() as session:
+        rows = await session.execute(
+            text(
+                "SELECT n.id, n.organisation_id, n.device_id, n.place_id, n.title, n.task_id, d.status, p.name"
+                " FROM notifications n LEFT JOIN deliveries d ON d.notification_id = n.id AND d.channel = 'fcm'"
+                " LEFT JOIN places p ON p.id = n.place_id WHERE n.id = ANY(CAST(:ids AS bigint[]))"
+            ),
+            {"ids": notification_ids},
+        )
+        for row in rows:
+            message = {
+                "type": "task" if row.task_id else "push",
+                "notification_id": row.id,
+                "device_id": row.device_id,
+                "place_id": row.place_id,
+                "place_name": row.name,
+                "title": row.title,
+                "push_status": row.status,
+                "task_id": row.task_id,
+                "status": "notified" if row.task_id else row.status,
+            }
+            await ctx["redis"].publish(LIVE_CHANNEL.format(row.organisation_id), orjson.dumps(message))
 
 
 async def _publish_inbox(ctx: dict[str, Any], device_ids: set[int]) -> None:
@@ -40,6 +71,7 @@ async def deliver_events(ctx: dict[str, Any], event_ids: Sequence[int] | None = 
             chunk=ctx["settings"].fcm_batch_size,
             lease_s=ctx["settings"].push_lease_s,
         )
+    await publish_live(ctx, result.notifications + result.inbox_only)
     return {
         "events": result.events,
         "notifications": len(result.notifications),

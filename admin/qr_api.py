@@ -1,0 +1,44 @@
+"""Printable QR codes for check-in at a place's door: an SVG holding a signed, place-bound token."""
+
+from __future__ import annotations
+
+import io
+from urllib.parse import urlencode
+
+import segno
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from infra.deps import PrincipalDep, SettingsDep, UowDep
+from services import places as place_service
+from services.checkins import issue_qr_token
+from services.models import Role
+
+router = APIRouter(prefix="/admin/v1", tags=["admin: places"])
+
+
+def checkin_uri(place_id: int, token: str) -> str:
+    """What the app reads from the code; the names match the body of POST /v1/checkins."""
+    return "placecast://checkin?" + urlencode({"place_id": place_id, "qr_token": token})
+
+
+@router.get("/places/{place_id}/qr.svg", response_class=Response)
+async def place_qr_svg(place_id: int, principal: PrincipalDep, uow: UowDep, settings: SettingsDep) -> Response:
+    """An SVG QR code to print at the door; checking in with it needs no location. Valid qr_token_ttl_days."""
+    # The code is a credential for checking in, so the same role as POST .../qr-token issues it.
+    principal.require(Role.editor)
+    place = await place_service.get_place(uow, organisation_id=principal.organisation_id, place_id=place_id)
+    ttl_s = settings.qr_token_ttl_days * 86400
+    token = issue_qr_token(settings.secret_key.get_secret_value(), principal.organisation_id, place_id, ttl_s)
+    uri = checkin_uri(place_id, token)
+    out = io.BytesIO()
+    # A white background: the print must scan on any paper and any page colour; <desc> repeats the payload.
+    segno.make(uri, error="m").save(out, kind="svg", scale=8, border=4, light="#fff", title=place.spec.name, desc=uri)
+    return Response(
+        out.getvalue(),
+        media_type="image/svg+xml",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Disposition": f'inline; filename="place-{place_id}-checkin-qr.svg"',
+        },
+    )
