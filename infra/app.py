@@ -96,6 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from admin import register_admin_routers
 
     register_admin_routers(app)
+    from admin.ui import mount_admin_ui
+
+    mount_admin_ui(app, settings)
     app.include_router(mobile_router)
     app.include_router(clients_router)
     app.include_router(inbox_router)
