@@ -12,14 +12,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from infra.stack import PgCluster, RedisServer, free_port
+from infra.stack import free_port, private_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTRACT = ROOT / "tests" / "data" / "osm" / "helsinki-centre.osm.pbf"
@@ -113,26 +112,15 @@ def _ms(text: str) -> float:
 def run_http_bench(devices: int = 500, seconds: int = 15, workers: int = 2) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
-    root = Path(tempfile.mkdtemp(prefix="placecast-bench-"))
-    os.chmod(root, 0o755)
-    pg = PgCluster(root / "pg", free_port(), "placecast", "bench-password", "placecast_bench")
-    redis = RedisServer(root / "redis", free_port())
+    with private_stack("placecast-bench-") as (root, stack_env):
+        return _run(root, {**os.environ, **stack_env, "PLACECAST_LOG_LEVEL": "WARNING"}, devices, seconds, workers)
+
+
+def _run(root: Path, env: dict[str, str], devices: int, seconds: int, workers: int) -> dict[str, Any]:
     api_port = free_port()
-    env = {
-        **os.environ,
-        "PLACECAST_ENVIRONMENT": "test",
-        "PLACECAST_VAR_DIR": str(root / "var"),
-        "PLACECAST_PG_PORT": str(pg.port),
-        "PLACECAST_PG_PASSWORD": pg.password,
-        "PLACECAST_PG_DATABASE": pg.database,
-        "PLACECAST_REDIS_PORT": str(redis.port),
-        "PLACECAST_API_PORT": str(api_port),
-        "PLACECAST_LOG_LEVEL": "WARNING",
-    }
+    env["PLACECAST_API_PORT"] = str(api_port)
     api = None
     try:
-        pg.start()
-        redis.start()
         cli = [sys.executable, "-m", "infra.cli"]
         subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
         subprocess.run([*cli, "create-org", "bench", "bench"], env=env, check=True, capture_output=True)
@@ -190,9 +178,6 @@ def run_http_bench(devices: int = 500, seconds: int = 15, workers: int = 2) -> d
         if api is not None:
             api.terminate()
             api.wait(timeout=20)
-        redis.stop()
-        pg.destroy()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

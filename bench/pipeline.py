@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +25,7 @@ import httpx
 import psycopg
 
 from infra.fake_fcm import RunningFake, spawn, write_service_account
-from infra.stack import PgCluster, RedisServer, free_port
+from infra.stack import free_port, private_stack
 from notifications.push import FcmSender, PushMessage
 
 BLOCK = "POLYGON((24.937 60.1735, 24.9406 60.1735, 24.9406 60.1745, 24.937 60.1745, 24.937 60.1735))"
@@ -35,24 +33,13 @@ BLOCK = "POLYGON((24.937 60.1735, 24.9406 60.1735, 24.9406 60.1745, 24.937 60.17
 
 @contextmanager
 def _stack() -> Iterator[tuple[dict[str, str], str, RunningFake, Path]]:
-    root = Path(tempfile.mkdtemp(prefix="placecast-bench-pipeline-"))
-    os.chmod(root, 0o755)
-    pg = PgCluster(root / "pg", free_port(), "placecast", "bench-password", "pipeline")
-    redis = RedisServer(root / "redis", free_port())
-    fcm_port = free_port()
-    account = write_service_account(root / "sa.json", f"https://127.0.0.1:{fcm_port}/token")
-    try:
-        pg.start()
-        redis.start()
+    with private_stack("placecast-bench-pipeline-") as (root, stack_env):
+        fcm_port = free_port()
+        account = write_service_account(root / "sa.json", f"https://127.0.0.1:{fcm_port}/token")
         with spawn(fcm_port, root / "certs", service_account=account, latency_ms=25) as fake:
             assert fake.tls is not None
             env = {
-                "PLACECAST_ENVIRONMENT": "test",
-                "PLACECAST_VAR_DIR": str(root / "var"),
-                "PLACECAST_PG_PORT": str(pg.port),
-                "PLACECAST_PG_PASSWORD": pg.password,
-                "PLACECAST_PG_DATABASE": pg.database,
-                "PLACECAST_REDIS_PORT": str(redis.port),
+                **stack_env,
                 "PLACECAST_FCM_CREDENTIALS_FILE": str(account),
                 "PLACECAST_FCM_BASE_URL": fake.base_url,
                 "SSL_CERT_FILE": str(fake.tls.ca),
@@ -66,12 +53,11 @@ def _stack() -> Iterator[tuple[dict[str, str], str, RunningFake, Path]]:
                 check=True,
                 capture_output=True,
             )
-            dsn = f"postgresql://placecast:{pg.password}@127.0.0.1:{pg.port}/{pg.database}"
+            dsn = (
+                f"postgresql://placecast:{env['PLACECAST_PG_PASSWORD']}@127.0.0.1:{env['PLACECAST_PG_PORT']}"
+                f"/{env['PLACECAST_PG_DATABASE']}"
+            )
             yield env, dsn, fake, account
-    finally:
-        redis.stop()
-        pg.destroy()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _seed(dsn: str, devices: int, events: int) -> tuple[int, int, list[int]]:

@@ -13,7 +13,10 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,3 +243,28 @@ class RedisServer:
             except (ProcessLookupError, ValueError):
                 pass
             self.pidfile.unlink(missing_ok=True)
+
+
+@contextmanager
+def private_stack(prefix: str, *, fast_unsafe: bool = False) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A throw-away PostGIS + Redis on free loopback ports (tests, benchmarks): yields its folder and the
+    `PLACECAST_*` environment that points the service at it. Never touches the demo's data."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o755)  # the postgres system user must reach its data folder
+    pg = PgCluster(root / "pg", free_port(), "placecast", secrets.token_urlsafe(16), "placecast", fast_unsafe)
+    redis = RedisServer(root / "redis", free_port())
+    try:
+        pg.start()
+        redis.start()
+        yield root, {
+            "PLACECAST_ENVIRONMENT": "test",
+            "PLACECAST_VAR_DIR": str(root / "var"),
+            "PLACECAST_PG_PORT": str(pg.port),
+            "PLACECAST_PG_PASSWORD": pg.password,
+            "PLACECAST_PG_DATABASE": pg.database,
+            "PLACECAST_REDIS_PORT": str(redis.port),
+        }
+    finally:
+        redis.stop()
+        pg.destroy()
+        shutil.rmtree(root, ignore_errors=True)

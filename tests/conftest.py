@@ -6,45 +6,24 @@ Nothing here touches the demo data of `infra/run.sh`: its own folder, its own po
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
-from infra.stack import PgCluster, RedisServer, free_port
+from infra.stack import private_stack
 
 
 @pytest.fixture(scope="session")
 def test_env() -> Iterator[dict[str, str]]:
-    root = Path(tempfile.mkdtemp(prefix="placecast-test-"))
-    os.chmod(root, 0o755)  # the postgres system user must reach its data folder
-    pg = PgCluster(root / "pg", free_port(), "placecast", "test-password", "placecast_test", fast_unsafe=True)
-    redis = RedisServer(root / "redis", free_port())
-    pg.start()
-    redis.start()
-    env = {
-        "PLACECAST_ENVIRONMENT": "test",
-        "PLACECAST_VAR_DIR": str(root / "var"),
-        "PLACECAST_PG_PORT": str(pg.port),
-        "PLACECAST_PG_PASSWORD": pg.password,
-        "PLACECAST_PG_DATABASE": pg.database,
-        "PLACECAST_REDIS_PORT": str(redis.port),
-    }
-    os.environ.update(env)
-    from infra.settings import get_settings
+    with private_stack("placecast-test-", fast_unsafe=True) as (_, env):
+        os.environ.update(env)
+        from infra.settings import get_settings
 
-    get_settings.cache_clear()
-    from infra.migrate import upgrade
+        get_settings.cache_clear()
+        from infra.migrate import upgrade
 
-    upgrade(get_settings().sync_database_url)
-    try:
+        upgrade(get_settings().sync_database_url)
         yield env
-    finally:
-        redis.stop()
-        pg.destroy()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

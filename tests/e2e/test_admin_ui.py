@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from infra.cli import app as cli
 from infra.fake_fcm import spawn, write_service_account
 from infra.stack import free_port
+from tests.e2e.conftest import start_api
 from tests.e2e.ui_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -35,7 +36,6 @@ from tests.e2e.ui_helpers import (
     map_centre,
     map_pixel,
     shot,
-    start_api,
     start_worker,
     stop,
 )

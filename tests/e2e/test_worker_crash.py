@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -21,18 +19,10 @@ import psycopg
 
 from infra.fake_fcm import spawn, write_service_account
 from infra.stack import free_port
+from tests.e2e.ui_helpers import start_worker
 
 EVENTS = 400
 CHUNK = 50
-
-
-def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "arq", "infra.worker.WorkerSettings"],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def seed(dsn: str) -> list[int]:

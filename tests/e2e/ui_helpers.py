@@ -1,16 +1,16 @@
-"""Helpers for the admin UI's browser tests: the processes (API with the UI, arq worker), Chromium, the map."""
+"""Helpers for the browser and process tests: the arq worker process, Chromium, the map.
+
+The API process comes from `tests.e2e.conftest.start_api` (the app as `infra/run.sh` serves it, UI included).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-from fastapi import FastAPI
 from playwright.sync_api import Page
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -26,55 +26,6 @@ CHROMIUM_ARGS = [
 # Every run writes its screenshots to var/screenshots (not tracked); `PLACECAST_SCREENSHOTS=docs/screenshots`
 # refreshes the ones the README shows.
 SCREENSHOTS = Path(__file__).resolve().parents[2] / os.environ.get("PLACECAST_SCREENSHOTS", "var/screenshots")
-
-
-def create_app() -> FastAPI:
-    """The app as `infra.app:create_app` makes it, plus the admin routes and UI should it not wire them (yet).
-
-    Both registrations are idempotent, so once infra/app.py includes them this adds nothing.
-    """
-    from admin import register_admin_routers
-    from admin.ui import mount_admin_ui
-    from infra.app import create_app as base
-
-    app = base()
-    register_admin_routers(app)
-    mount_admin_ui(app, app.state.settings)
-    return app
-
-
-def start_api(
-    env: dict[str, str], port: int, factory: str = "tests.e2e.ui_helpers:create_app"
-) -> subprocess.Popen[bytes]:
-    """uvicorn as a user starts it; returns once /health answers."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            factory,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-        if process.poll() is not None:
-            raise RuntimeError(process.stderr.read().decode() if process.stderr else "API exited")
-    process.kill()
-    raise RuntimeError("API did not come up")
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
