@@ -256,14 +256,17 @@ def private_stack(prefix: str, *, fast_unsafe: bool = False) -> Iterator[tuple[P
     try:
         pg.start()
         redis.start()
-        yield root, {
-            "PLACECAST_ENVIRONMENT": "test",
-            "PLACECAST_VAR_DIR": str(root / "var"),
-            "PLACECAST_PG_PORT": str(pg.port),
-            "PLACECAST_PG_PASSWORD": pg.password,
-            "PLACECAST_PG_DATABASE": pg.database,
-            "PLACECAST_REDIS_PORT": str(redis.port),
-        }
+        yield (
+            root,
+            {
+                "PLACECAST_ENVIRONMENT": "test",
+                "PLACECAST_VAR_DIR": str(root / "var"),
+                "PLACECAST_PG_PORT": str(pg.port),
+                "PLACECAST_PG_PASSWORD": pg.password,
+                "PLACECAST_PG_DATABASE": pg.database,
+                "PLACECAST_REDIS_PORT": str(redis.port),
+            },
+        )
     finally:
         redis.stop()
         pg.destroy()
