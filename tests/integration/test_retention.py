@@ -52,3 +52,21 @@ async def test_purge_drops_old_partitions_and_keeps_recent_fixes(app, settings) 
         # Partitions for the coming week exist, so new fixes never land in the DEFAULT partition.
         ahead = "fixes_" + (now + timedelta(days=6)).strftime("%Y%m%d")
         assert (await session.execute(text("SELECT to_regclass(:n)"), {"n": ahead})).scalar_one()
+
+
+async def test_partition_upkeep_skips_a_day_whose_fixes_are_in_the_default_partition(app) -> None:
+    far = datetime.now(UTC) + timedelta(days=30)  # no partition prepared that far ahead
+    day = "fixes_" + far.strftime("%Y%m%d")
+    async with app.state.session_factory() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO fixes (organisation_id, device_id, device_ts, lon, lat, received_at)"
+                " VALUES (1, 434343, :t, 24.9, 60.1, :t)"
+            ),
+            {"t": far},
+        )
+        await session.execute(text("SELECT placecast_ensure_fix_partitions(0, 31)"))  # does not fail
+        assert (await session.execute(text("SELECT to_regclass(:n)"), {"n": day})).scalar_one() is None
+        next_day = "fixes_" + (far + timedelta(days=1)).strftime("%Y%m%d")
+        assert (await session.execute(text("SELECT to_regclass(:n)"), {"n": next_day})).scalar_one()
+        await session.execute(text("DELETE FROM fixes WHERE device_id = 434343"))
