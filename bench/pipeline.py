@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from infra.fake_fcm import RunningFake, spawn, write_service_account
+from infra.fake_fcm import RunningFake, local_fcm
 from infra.stack import free_port, private_stack
 from notifications.push import FcmSender, PushMessage
 
@@ -33,31 +33,28 @@ BLOCK = "POLYGON((24.937 60.1735, 24.9406 60.1735, 24.9406 60.1745, 24.937 60.17
 
 @contextmanager
 def _stack() -> Iterator[tuple[dict[str, str], str, RunningFake, Path]]:
-    with private_stack("placecast-bench-pipeline-") as (root, stack_env):
-        fcm_port = free_port()
-        account = write_service_account(root / "sa.json", f"https://127.0.0.1:{fcm_port}/token")
-        with spawn(fcm_port, root / "certs", service_account=account, latency_ms=25) as fake:
-            assert fake.tls is not None
-            env = {
-                **stack_env,
-                "PLACECAST_FCM_CREDENTIALS_FILE": str(account),
-                "PLACECAST_FCM_BASE_URL": fake.base_url,
-                "SSL_CERT_FILE": str(fake.tls.ca),
-                "REQUESTS_CA_BUNDLE": str(fake.tls.ca),
-                "PLACECAST_LOG_LEVEL": "WARNING",
-                "PLACECAST_OUTBOX_SWEEP_AFTER_S": "30",
-            }
-            subprocess.run(
-                [sys.executable, "-m", "infra.cli", "migrate"],
-                env={**os.environ, **env},
-                check=True,
-                capture_output=True,
-            )
-            dsn = (
-                f"postgresql://placecast:{env['PLACECAST_PG_PASSWORD']}@127.0.0.1:{env['PLACECAST_PG_PORT']}"
-                f"/{env['PLACECAST_PG_DATABASE']}"
-            )
-            yield env, dsn, fake, account
+    with (
+        private_stack("placecast-bench-pipeline-") as (root, stack_env),
+        local_fcm(root, latency_ms=25) as (fake, fcm_env),
+    ):
+        account = Path(fcm_env["PLACECAST_FCM_CREDENTIALS_FILE"])
+        env = {
+            **stack_env,
+            **fcm_env,
+            "PLACECAST_LOG_LEVEL": "WARNING",
+            "PLACECAST_OUTBOX_SWEEP_AFTER_S": "30",
+        }
+        subprocess.run(
+            [sys.executable, "-m", "infra.cli", "migrate"],
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
+        )
+        dsn = (
+            f"postgresql://placecast:{env['PLACECAST_PG_PASSWORD']}@127.0.0.1:{env['PLACECAST_PG_PORT']}"
+            f"/{env['PLACECAST_PG_DATABASE']}"
+        )
+        yield env, dsn, fake, account
 
 
 def _seed(dsn: str, devices: int, events: int) -> tuple[int, int, list[int]]:

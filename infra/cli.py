@@ -400,7 +400,7 @@ def _push_setup(settings: Settings) -> tuple[dict[str, str], str]:
         return {}, f"FCM through firebase-admin with {settings.fcm_credentials_file}"
     import httpx
 
-    from infra.fake_fcm import ensure_certificate, write_service_account
+    from infra.fake_fcm import ensure_certificate, service_env, write_service_account
     from infra.stack import free_port, port_open
 
     folder = settings.var_dir / "fake_fcm"
@@ -431,12 +431,7 @@ def _push_setup(settings: Settings) -> tuple[dict[str, str], str]:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
-    env = {
-        "PLACECAST_FCM_CREDENTIALS_FILE": str(account),
-        "PLACECAST_FCM_BASE_URL": base,
-        "SSL_CERT_FILE": str(tls.ca),
-        "REQUESTS_CA_BUNDLE": str(tls.ca),
-    }
+    env = service_env(base, account, tls.ca)
     note = (
         f"[yellow]no FCM service account set (PLACECAST_FCM_CREDENTIALS_FILE): pushes go to the local "
         f"FCM-compatible server at {base}[/yellow] — see them: curl --cacert {tls.ca} {base}/_fake/messages"

@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -429,6 +431,29 @@ async def _orphaned() -> None:
     parent = os.getppid()
     while os.getppid() == parent:  # noqa: ASYNC110  (no event to wait for: nothing tells us)
         await asyncio.sleep(0.5)
+
+
+def service_env(base_url: str, service_account: Path, ca: Path) -> dict[str, str]:
+    """The environment that points Placecast's worker (firebase-admin) at this server instead of Google's:
+    httpx (the async send path) trusts `SSL_CERT_FILE`, requests (the OAuth2 grant) `REQUESTS_CA_BUNDLE`."""
+    return {
+        "PLACECAST_FCM_CREDENTIALS_FILE": str(service_account),
+        "PLACECAST_FCM_BASE_URL": base_url,
+        "SSL_CERT_FILE": str(ca),
+        "REQUESTS_CA_BUNDLE": str(ca),
+    }
+
+
+@contextmanager
+def local_fcm(folder: Path, *, latency_ms: float = 0) -> Iterator[tuple[RunningFake, dict[str, str]]]:
+    """A running server over TLS + HTTP/2 with its own service account, and the `service_env` for it."""
+    from infra.stack import free_port
+
+    port = free_port()
+    account = write_service_account(folder / "service-account.json", f"https://127.0.0.1:{port}/token")
+    with spawn(port, folder / "certs", service_account=account, latency_ms=latency_ms) as fake:
+        assert fake.tls is not None
+        yield fake, service_env(fake.base_url, account, fake.tls.ca)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from infra.cli import app as cli
-from infra.fake_fcm import spawn, write_service_account
+from infra.fake_fcm import local_fcm
 from infra.stack import free_port
 from tests.e2e.conftest import start_api
 from tests.e2e.ui_helpers import (
@@ -53,18 +53,8 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def ui_stack(test_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("ui")
-    fcm_port = free_port()
-    account = write_service_account(root / "service-account.json", f"https://127.0.0.1:{fcm_port}/token")
-    with spawn(fcm_port, root / "certs", service_account=account) as fake:
-        assert fake.tls is not None
-        env = {
-            **test_env,
-            "PLACECAST_FCM_CREDENTIALS_FILE": str(account),
-            "PLACECAST_FCM_BASE_URL": fake.base_url,
-            "SSL_CERT_FILE": str(fake.tls.ca),
-            "REQUESTS_CA_BUNDLE": str(fake.tls.ca),
-        }
+    with local_fcm(tmp_path_factory.mktemp("ui")) as (_, fcm_env):
+        env = {**test_env, **fcm_env}
         port = free_port()
         api = start_api(env, port)
         worker = start_worker(env)

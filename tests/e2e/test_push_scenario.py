@@ -3,10 +3,7 @@ FCM-compatible server over TLS + HTTP/2 driven by firebase-admin, and `placecast
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from infra.cli import app as cli
-from infra.fake_fcm import RunningFake, spawn, write_service_account
+from infra.fake_fcm import RunningFake, local_fcm
 from infra.simulate import ROUTES, walk
 from infra.stack import free_port
 from tests.e2e.conftest import start_api
+from tests.e2e.ui_helpers import start_worker
 
 EXTRACT = Path(__file__).resolve().parents[1] / "data" / "osm" / "helsinki-centre.osm.pbf"
 runner = CliRunner()
@@ -29,26 +27,11 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def push_stack(test_env, tmp_path_factory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("push")
-    port = free_port()
-    account = write_service_account(root / "service-account.json", f"https://127.0.0.1:{port}/token")
-    with spawn(port, root / "certs", service_account=account) as fake:
-        assert fake.tls is not None
-        env = {
-            **test_env,
-            "PLACECAST_FCM_CREDENTIALS_FILE": str(account),
-            "PLACECAST_FCM_BASE_URL": fake.base_url,
-            "SSL_CERT_FILE": str(fake.tls.ca),
-            "REQUESTS_CA_BUNDLE": str(fake.tls.ca),
-        }
+    with local_fcm(tmp_path_factory.mktemp("push")) as (fake, fcm_env):
+        env = {**test_env, **fcm_env}
         api_port = free_port()
         api = start_api(env, api_port)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "arq", "infra.worker.WorkerSettings"],
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = start_worker(env)
         try:
             yield {"url": f"http://127.0.0.1:{api_port}", "fake": fake}
         finally:

@@ -17,8 +17,7 @@ from typing import Any
 
 import psycopg
 
-from infra.fake_fcm import spawn, write_service_account
-from infra.stack import free_port
+from infra.fake_fcm import local_fcm
 from tests.e2e.ui_helpers import start_worker
 
 EVENTS = 400
@@ -67,16 +66,10 @@ def delivered(dsn: str, event_ids: list[int]) -> list[Any]:
 
 def test_sigkill_mid_batch_then_restart_sends_every_push(test_env, settings, tmp_path) -> None:
     dsn = settings.sync_database_url.replace("postgresql+psycopg", "postgresql")
-    port = free_port()
-    account = write_service_account(tmp_path / "sa.json", f"https://127.0.0.1:{port}/token")
-    with spawn(port, tmp_path / "certs", service_account=account, latency_ms=200) as fake:
-        assert fake.tls is not None
+    with local_fcm(tmp_path, latency_ms=200) as (fake, fcm_env):
         env = {
             **test_env,
-            "PLACECAST_FCM_CREDENTIALS_FILE": str(account),
-            "PLACECAST_FCM_BASE_URL": fake.base_url,
-            "SSL_CERT_FILE": str(fake.tls.ca),
-            "REQUESTS_CA_BUNDLE": str(fake.tls.ca),
+            **fcm_env,
             "PLACECAST_FCM_BATCH_SIZE": str(CHUNK),
             "PLACECAST_PUSH_LEASE_S": "3",
             "PLACECAST_OUTBOX_SWEEP_AFTER_S": "0",
