@@ -99,6 +99,7 @@ async def _send_chunk(
     outcomes = await sender.send([_message(r) for r in sendable]) if sendable else []
     by_notification = {o.notification_id: o for o in outcomes}
     async with unit_of_work(factory) as uow:
+        sent: list[tuple[int, str | None]] = []
         for row in rows:
             outcome = by_notification.get(row.notification_id)
             if outcome is None:
@@ -106,14 +107,25 @@ async def _send_chunk(
                 report.failed += 1
                 continue
             report.outcomes.append(outcome)
-            await _apply(uow.session, row, outcome, report)
+            if outcome.status == "sent":
+                sent.append((row.id, outcome.provider_id))
+            else:
+                await _apply(uow.session, row, outcome, report)
+        if sent:  # the common case, settled in one statement
+            await uow.session.execute(
+                text(
+                    "UPDATE deliveries d SET status = 'sent', provider_id = s.provider_id, last_error = NULL,"
+                    " next_attempt_at = NULL, sent_at = now()"
+                    " FROM unnest(CAST(:ids AS bigint[]), CAST(:providers AS text[])) AS s(id, provider_id)"
+                    " WHERE d.id = s.id"
+                ),
+                {"ids": [i for i, _ in sent], "providers": [p for _, p in sent]},
+            )
+            report.sent += len(sent)
 
 
 async def _apply(session: AsyncSession, row: Any, outcome: PushOutcome, report: SendReport) -> None:
-    if outcome.status == "sent":
-        await _settle(session, row.id, "sent", provider_id=outcome.provider_id)
-        report.sent += 1
-    elif outcome.status in ("unregistered", "invalid"):
+    if outcome.status in ("unregistered", "invalid"):
         # The token is dead: stop using it until the app registers a new one.
         await session.execute(text("UPDATE devices SET fcm_token_active = false WHERE id = :d"), {"d": row.device_id})
         await _settle(session, row.id, "failed", error=f"{outcome.error_code}: {outcome.reason}")
