@@ -111,3 +111,31 @@ def test_no_body_makes_a_500(client, auth, path: str) -> None:
         assert answer.status_code < 500, (path, body, answer.text)
 
     check()
+
+
+query_values = (
+    st.text(max_size=20)
+    | st.integers(-(2**70), 2**70).map(str)
+    | st.sampled_from(["nan", "inf", "-1", "0", "1e400", "24.9,60.1,25,60.2", "2026-02-30", "", "%00"])
+)
+QUERIES = {
+    "/admin/v1/places": ["bbox", "kind", "q", "cursor", "limit"],
+    "/admin/v1/analytics": ["from", "to", "tz"],
+    "/admin/v1/tasks": ["status"],
+    "/v1/osmand": ["id", "lat", "lon", "timestamp", "speed", "accuracy", "location", "batt"],
+    "/v1/inbox": ["cursor", "limit"],
+}
+
+
+@pytest.mark.parametrize("path", sorted(QUERIES))
+def test_no_query_string_makes_a_500(client, auth, path: str) -> None:
+    loop = asyncio.get_event_loop()
+    headers = {**auth["device"], **auth["admin"]}
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(params=st.dictionaries(st.sampled_from(QUERIES[path]), query_values, max_size=5))
+    def check(params: dict[str, str]) -> None:
+        answer = loop.run_until_complete(client.get(path, params=params, headers=headers))
+        assert answer.status_code < 500, (path, params, answer.text)
+
+    check()
