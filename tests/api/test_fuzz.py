@@ -90,14 +90,19 @@ ADMIN = [
 
 
 @pytest.fixture
+async def loop() -> asyncio.AbstractEventLoop:
+    """The session's event loop (the app and its pools live on it); hypothesis drives it from a sync test."""
+    return asyncio.get_running_loop()
+
+
+@pytest.fixture
 async def auth(client, world: World) -> dict[str, dict[str, str]]:
     device = await register(client, world, role="staff")
     return {"device": device, "admin": world.admin, "enrol": world.enrolment}
 
 
 @pytest.mark.parametrize("path", MOBILE + MOBILE_PUT + ADMIN + ["/admin/v1/places/1"])
-def test_no_body_makes_a_500(client, auth, path: str) -> None:
-    loop = asyncio.get_event_loop()
+def test_no_body_makes_a_500(client, auth, loop, path: str) -> None:
     headers = {**auth["device"], **auth["enrol"], **auth["admin"]}
     method = "PUT" if path in MOBILE_PUT else "PATCH" if path.endswith("/places/1") else "POST"
 
@@ -128,8 +133,7 @@ QUERIES = {
 
 
 @pytest.mark.parametrize("path", sorted(QUERIES))
-def test_no_query_string_makes_a_500(client, auth, path: str) -> None:
-    loop = asyncio.get_event_loop()
+def test_no_query_string_makes_a_500(client, auth, loop, path: str) -> None:
     headers = {**auth["device"], **auth["admin"]}
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
