@@ -91,6 +91,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def db_error(request: Request, error: DBAPIError) -> Response:
         if error.connection_invalidated:
             return await dependency_down(request, error)
+        # SQLSTATE class 22 (data exception): a value the database cannot hold, e.g. an id beyond bigint.
+        if str(getattr(error.orig, "sqlstate", "") or "").startswith("22"):
+            body = error_body(
+                "validation_failed",
+                "a value in the request is out of range",
+                [{"field": "request", "reason": "a number or text is out of range", "code": "out_of_range"}],
+            )
+            return ORJSONResponse(body, status_code=422)
         log.exception("database_error")
         return ORJSONResponse(error_body("internal", "unexpected database error"), status_code=500)
 

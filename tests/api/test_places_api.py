@@ -312,3 +312,12 @@ async def test_geojson_import_reports_refused_features(client, org) -> None:
     assert summary["refused"][0]["problems"][0]["code"] == "self_intersection"
     not_fc = await client.post("/admin/v1/import/geojson", json={"type": "Feature"}, headers=headers)
     assert not_fc.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "path", ["/admin/v1/places/9223372036854775808", "/admin/v1/places?cursor=9223372036854775808"]
+)
+async def test_ids_beyond_bigint_are_422(client, org, path) -> None:
+    _, headers = org
+    answer = await client.get(path, headers=headers)
+    assert answer.status_code == 422, answer.text
