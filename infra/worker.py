@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +60,8 @@ def make_sender(settings: Settings) -> Any:
 async def on_startup(ctx: dict[str, Any]) -> None:
     settings = get_settings()
     configure_logging(settings)
+    # arq's CLI gives its logger a handler of its own; without this every job line is printed twice.
+    logging.getLogger("arq").propagate = False
     ctx["settings"] = settings
     ctx["engine"] = make_engine(settings.database_url, pool_size=5)
     ctx["session_factory"] = make_session_factory(ctx["engine"])
