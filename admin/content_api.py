@@ -18,6 +18,7 @@ from notifications.rules import ContentRule
 from services.audit import record_audit
 from services.errors import NotFound, Problem, ValidationFailed
 from services.models import Device, Role
+from services.orgs import Principal
 from services.uow import UnitOfWork
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: content and tasks"])
@@ -80,19 +81,24 @@ async def _check_place(uow: UnitOfWork, organisation_id: int, place_id: int | No
         raise NotFound(f"place {place_id} not found")
 
 
-def _row(obj: Any) -> dict[str, Any]:
-    return {c: (v.isoformat() if isinstance(v, datetime) else v) for c, v in dict(obj).items()}
+def _as_dict(row: Any) -> dict[str, Any]:
+    """An ORM row as JSON-ready columns."""
+    values = {c.key: getattr(row, c.key) for c in row.__table__.columns}
+    return {c: (v.isoformat() if isinstance(v, datetime) else v) for c, v in values.items()}
 
 
-@router.post("/content", status_code=status.HTTP_201_CREATED)
-async def create_content(body: ContentIn, principal: PrincipalDep, uow: UowDep) -> dict[str, Any]:
-    principal.require(Role.editor)
-    values = body.model_dump()
-    _check_rule(values)
-    await _check_place(uow, principal.organisation_id, body.place_id)
-    row = (
+async def _create(
+    uow: UnitOfWork,
+    principal: Principal,
+    model: type[ContentItem] | type[StaffTask],
+    entity: str,
+    values: dict[str, Any],
+) -> dict[str, Any]:
+    """Insert an organisation's row and its audit entry in the request's transaction."""
+    await _check_place(uow, principal.organisation_id, values.get("place_id"))
+    row: Any = (
         await uow.session.execute(
-            insert(ContentItem).values(organisation_id=principal.organisation_id, **values).returning(ContentItem)
+            insert(model).values(organisation_id=principal.organisation_id, **values).returning(model)
         )
     ).scalar_one()
     await record_audit(
@@ -100,11 +106,19 @@ async def create_content(body: ContentIn, principal: PrincipalDep, uow: UowDep) 
         organisation_id=principal.organisation_id,
         actor=principal.actor,
         action="create",
-        entity="content",
-        entity_id=row.id,
-        details={"title": body.title},
+        entity=entity,
+        entity_id=int(row.id),
+        details={"title": values["title"]},
     )
-    return _row({c.key: getattr(row, c.key) for c in ContentItem.__table__.columns})
+    return _as_dict(row)
+
+
+@router.post("/content", status_code=status.HTTP_201_CREATED)
+async def create_content(body: ContentIn, principal: PrincipalDep, uow: UowDep) -> dict[str, Any]:
+    principal.require(Role.editor)
+    values = body.model_dump()
+    _check_rule(values)
+    return await _create(uow, principal, ContentItem, "content", values)
 
 
 @router.get("/content")
@@ -115,7 +129,7 @@ async def list_content(
     if place_id is not None:
         stmt = stmt.where(ContentItem.place_id == place_id)
     rows = (await uow.session.execute(stmt.order_by(ContentItem.id))).scalars()
-    return [_row({c.key: getattr(r, c.key) for c in ContentItem.__table__.columns}) for r in rows]
+    return [_as_dict(r) for r in rows]
 
 
 @router.delete("/content/{content_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -142,24 +156,7 @@ async def delete_content(content_id: int, principal: PrincipalDep, uow: UowDep) 
 @router.post("/tasks", status_code=status.HTTP_201_CREATED)
 async def create_task(body: TaskIn, principal: PrincipalDep, uow: UowDep) -> dict[str, Any]:
     principal.require(Role.editor)
-    await _check_place(uow, principal.organisation_id, body.place_id)
-    row = (
-        await uow.session.execute(
-            insert(StaffTask)
-            .values(organisation_id=principal.organisation_id, **body.model_dump())
-            .returning(StaffTask)
-        )
-    ).scalar_one()
-    await record_audit(
-        uow.session,
-        organisation_id=principal.organisation_id,
-        actor=principal.actor,
-        action="create",
-        entity="staff_task",
-        entity_id=row.id,
-        details={"title": body.title},
-    )
-    return _row({c.key: getattr(row, c.key) for c in StaffTask.__table__.columns})
+    return await _create(uow, principal, StaffTask, "staff_task", body.model_dump())
 
 
 @router.get("/tasks")
@@ -171,7 +168,7 @@ async def list_tasks(
     if status_:
         stmt = stmt.where(StaffTask.status == status_)
     rows = (await uow.session.execute(stmt.order_by(StaffTask.id.desc()).limit(500))).scalars()
-    return [_row({c.key: getattr(r, c.key) for c in StaffTask.__table__.columns}) for r in rows]
+    return [_as_dict(r) for r in rows]
 
 
 class StaffDevicePatch(BaseModel):
