@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -23,11 +24,17 @@ from typing import Any
 
 import httpx
 import psycopg
+import uvloop
 
+from bench.push import _trusting
 from infra.fake_fcm import RunningFake, local_fcm
+from infra.settings import Settings
 from infra.stack import free_port, private_stack
+from infra.worker import BoundedSender
 from notifications.push import FcmSender, PushMessage
+from notifications.queue import enqueue_events
 
+WINDOW_S = 0.05  # the pipeline_window_s default
 BLOCK = "POLYGON((24.937 60.1735, 24.9406 60.1735, 24.9406 60.1745, 24.937 60.1745, 24.937 60.1735))"
 
 
@@ -99,16 +106,15 @@ def _seed(dsn: str, devices: int, events: int) -> tuple[int, int, list[int]]:
     return org, place, event_ids
 
 
-def _sent(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT count(*) FROM deliveries WHERE channel = 'fcm' AND status = 'sent'").fetchone()
-        return int(row[0]) if row else 0
+def _sent(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM deliveries WHERE channel = 'fcm' AND status = 'sent'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _workers(env: dict[str, str], n: int) -> list[subprocess.Popen[bytes]]:
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "arq", "infra.worker.WorkerSettings"],
+            [sys.executable, "-m", "infra.worker"],
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -117,18 +123,27 @@ def _workers(env: dict[str, str], n: int) -> list[subprocess.Popen[bytes]]:
     ]
 
 
-async def _ceiling(account: Path, fake: RunningFake, n: int, chunk: int) -> float:
-    sender = FcmSender(account, base_url=fake.base_url, send_path="async", batch_size=chunk)  # as the worker
-    messages = [
-        PushMessage(i, f"ceiling-{i}", "Reading hour", "Floor 2 at 15:00", {"place_id": "1"}, collapse_key=f"n{i}")
-        for i in range(n)
-    ]
-    await sender.send(messages[:chunk])  # warm: token, connection
-    start = time.perf_counter()
-    for i in range(0, n, chunk):
-        await sender.send(messages[i : i + chunk])
-    elapsed = time.perf_counter() - start
-    await sender.aclose()
+async def _ceiling(account: Path, fake: RunningFake, n: int, settings: Settings) -> float:
+    """firebase-admin alone, sending as the worker does: chunks of `fcm_batch_size`, at most `fcm_in_flight`
+    pushes in flight, on uvloop; measured, this is also its best configuration here (`bench.push` compares
+    paths and batch sizes). Every push must arrive: a ceiling made of fast failures (say, an untrusted
+    certificate) would make any pipeline look slow."""
+    chunk = settings.fcm_batch_size
+    with _trusting(fake):
+        fcm = FcmSender(account, base_url=fake.base_url, send_path="async", batch_size=chunk)
+        sender = BoundedSender(fcm, settings.fcm_in_flight)
+        messages = [
+            PushMessage(i, f"ceiling-{i}", "Reading hour", "Floor 2 at 15:00", {"place_id": "1"}, collapse_key=f"n{i}")
+            for i in range(n)
+        ]
+        await sender.send(messages[:chunk])  # warm: token, connection
+        start = time.perf_counter()
+        batches = await asyncio.gather(*(sender.send(messages[i : i + chunk]) for i in range(0, n, chunk)))
+        elapsed = time.perf_counter() - start
+        await sender.aclose()
+    failed = Counter(o.error_code for batch in batches for o in batch if o.status != "sent")
+    if failed:
+        raise RuntimeError(f"ceiling run: {sum(failed.values())} of {n} pushes failed: {dict(failed)}")
     return n / elapsed
 
 
@@ -137,29 +152,35 @@ def _pipeline(env: dict[str, str], dsn: str, n: int, processes: int) -> float:
     from arq.connections import RedisSettings
 
     _, _, event_ids = _seed(dsn, devices=n, events=n)
-    before = _sent(dsn)
+    # One connection for the progress polls: a new one each time would fork a backend 20 times a second.
+    conn = psycopg.connect(dsn, autocommit=True)
+    before = _sent(conn)
     workers = _workers(env, processes)
     time.sleep(3)  # workers connected (their start-up is not what we measure)
 
     async def enqueue() -> None:
         redis = await create_pool(RedisSettings(port=int(env["PLACECAST_REDIS_PORT"])))
-        for i in range(0, len(event_ids), 100):  # as the API enqueues: a job per request's events
-            await redis.enqueue_job("deliver_events", event_ids[i : i + 100])
+        for i in range(0, len(event_ids), 100):  # as the API hands over a request's events
+            await enqueue_events(redis, event_ids[i : i + 100], WINDOW_S)
         await redis.aclose()
 
     start = time.perf_counter()
     asyncio.run(enqueue())
     deadline = time.monotonic() + 300
-    while _sent(dsn) - before < len(event_ids) and time.monotonic() < deadline:
+    while _sent(conn) - before < len(event_ids) and time.monotonic() < deadline:
         time.sleep(0.05)
     elapsed = time.perf_counter() - start
     for worker in workers:
         worker.terminate()
         worker.wait(timeout=20)
-    return (_sent(dsn) - before) / elapsed
+    done = _sent(conn) - before
+    conn.close()
+    return done / elapsed
 
 
-def _latency(env: dict[str, str], dsn: str, fake: RunningFake, rate: int, seconds: int) -> dict[str, Any]:
+def _latency(
+    env: dict[str, str], dsn: str, fake: RunningFake, rate: int, seconds: int, per_request: int
+) -> dict[str, Any]:
     api_port = free_port()
     api_env = {**os.environ, **env, "PLACECAST_API_PORT": str(api_port)}
     api = subprocess.Popen(
@@ -209,7 +230,8 @@ def _latency(env: dict[str, str], dsn: str, fake: RunningFake, rate: int, second
             ]
         with fake.client() as control:
             control.delete("/_fake/messages")
-        sent = asyncio.run(_drive(base, devices, rate, seconds))
+        drive_start = time.time()
+        sent, answers = asyncio.run(_drive(base, devices, rate, seconds, per_request))
         time.sleep(3)
         with fake.client() as control:
             received = {
@@ -223,10 +245,16 @@ def _latency(env: dict[str, str], dsn: str, fake: RunningFake, rate: int, second
                 " WHERE n.id = ANY(%s)",
                 ([int(k) for k in received],),
             ).fetchall()
+            enters = conn.execute(
+                "SELECT count(*) FROM events WHERE kind = 'enter' AND created_at >= to_timestamp(%s)", (drive_start,)
+            ).fetchone()
         latencies = sorted((received[str(n)] - float(t)) * 1000 for n, t in rows)
         return {
             "fixes_sent": sent,
+            "fixes_per_request": per_request,
             "fixes_per_s": sent / seconds,
+            "answers": dict(answers),
+            "enter_events": enters[0] if enters else 0,
             "pushes": len(latencies),
             "p50_ms": statistics.median(latencies) if latencies else None,
             "p95_ms": latencies[int(len(latencies) * 0.95)] if latencies else None,
@@ -237,45 +265,50 @@ def _latency(env: dict[str, str], dsn: str, fake: RunningFake, rate: int, second
             process.wait(timeout=20)
 
 
-async def _drive(base: str, devices: list[str], rate: int, seconds: int) -> int:
-    """Each device alternates a fix inside the fence and one 800 m away: every second fix is an enter."""
+async def _drive(base: str, devices: list[str], rate: int, seconds: int, per_request: int) -> tuple[int, Counter[str]]:
+    """`rate` fixes/s for `seconds`, `per_request` fixes per request (one device's batch, as OwnTracks and
+    Traccar clients send what they buffered). Fixes are 30 s apart; each device spends five of them 800 m
+    away and five inside the fence, so one fix in ten is an enter and becomes a push."""
     inside, outside = (24.9388, 60.1740), (24.9300, 60.1700)
-    start_ts = datetime.now(UTC) - timedelta(hours=2)
+    start_ts = datetime.now(UTC) - timedelta(hours=6)
+    steps = dict.fromkeys(range(len(devices)), 0)
     sent = 0
     async with httpx.AsyncClient(
         base_url=base, timeout=10, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
     ) as http:
         begin = time.perf_counter()
         tasks: list[asyncio.Task[Any]] = []
-        for i in range(rate * seconds):
-            due = begin + i / rate
-            delay = due - time.perf_counter()
+        for i in range(rate * seconds // per_request):
+            delay = begin + i * per_request / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            device = devices[i % len(devices)]
-            step = i // len(devices)
-            lon, lat = inside if step % 2 else outside
-            body = {
-                "lon": lon,
-                "lat": lat,
-                "accuracy_m": 5,
-                "ts": (start_ts + timedelta(seconds=30 * step)).isoformat(),
-            }
-            tasks.append(
-                asyncio.create_task(http.post("/v1/fixes", json=body, headers={"Authorization": f"Bearer {device}"}))
-            )
-            sent += 1
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return sent
+            device = i % len(devices)
+            fixes = []
+            for _ in range(per_request):
+                step = steps[device]
+                steps[device] += 1
+                lon, lat = inside if step % 10 >= 5 else outside
+                ts = (start_ts + timedelta(seconds=30 * step)).isoformat()
+                fixes.append({"lon": lon, "lat": lat, "accuracy_m": 5, "ts": ts})
+            body = {"batch_id": f"lat-{i}", "fixes": fixes}
+            headers = {"Authorization": f"Bearer {devices[device]}"}
+            tasks.append(asyncio.create_task(http.post("/v1/fixes/batch", json=body, headers=headers)))
+            sent += per_request
+        answers = await asyncio.gather(*tasks, return_exceptions=True)
+    return sent, Counter(str(getattr(a, "status_code", type(a).__name__)) for a in answers)
 
 
 def run_pipeline_bench(quick: bool = False) -> dict[str, Any]:
     n = 1000 if quick else 3000
     with _stack() as (env, dsn, fake, account):
-        ceiling = asyncio.run(_ceiling(account, fake, n, 50))
+        settings = Settings()
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the worker's loop
+            ceiling = runner.run(_ceiling(account, fake, n, settings))
         one = _pipeline(env, dsn, n, 1)
         two = _pipeline(env, dsn, n, 2)
-        latency = _latency(env, dsn, fake, rate=1000, seconds=5 if quick else 10)
+        seconds = 5 if quick else 10
+        batched = _latency(env, dsn, fake, rate=1000, seconds=seconds, per_request=10)
+        single = _latency(env, dsn, fake, rate=400, seconds=seconds, per_request=1)
     return {
         "pushes": n,
         "fcm_latency_ms": 25,
@@ -284,7 +317,8 @@ def run_pipeline_bench(quick: bool = False) -> dict[str, Any]:
         "pipeline_1_worker_pushes_per_s": one,
         "pipeline_2_workers_pushes_per_s": two,
         "pipeline_vs_ceiling_1_worker": one / ceiling,
-        "latency_at_1000_fixes_per_s": latency,
+        "latency_at_1000_fixes_per_s_batches_of_10": batched,
+        "latency_at_400_single_fixes_per_s": single,
     }
 
 

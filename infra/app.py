@@ -18,6 +18,7 @@ from infra.db import make_engine, make_session_factory
 from infra.http import BodyLimitMiddleware, ORJSONResponse, install_error_handlers
 from infra.logging import configure_logging
 from infra.settings import Settings, get_settings
+from notifications.queue import enqueue_events
 from services.devices import CredentialCache
 
 
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def events_recorded(organisation_id: int, event_ids: list[int]) -> None:
             """After commit: a job for the notification pipeline, and the live feed. If this is lost
             (Redis down), the worker's sweeper finds the outbox rows."""
-            await redis.enqueue_job("deliver_events", event_ids)
+            await enqueue_events(redis, event_ids, settings.pipeline_window_s)
             await redis.publish(f"placecast:events:{organisation_id}", ",".join(map(str, event_ids)))
 
         app.state.fences_changed = fences_changed

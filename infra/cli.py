@@ -475,7 +475,7 @@ def up(
         ],
     )
     push_env, push_note = _push_setup(settings)
-    worker = _spawn(settings, "worker", [python, "-m", "arq", "infra.worker.WorkerSettings"], env=push_env)
+    worker = _spawn(settings, "worker", [python, "-m", "infra.worker"], env=push_env)
     base = f"http://{settings.api_host}:{settings.api_port}"
     deadline = time.monotonic() + 60
     import httpx
@@ -517,16 +517,43 @@ def up(
 
 
 def _stop_all(settings: Settings) -> None:
-    for name in ("api", "worker", "fake_fcm"):
-        pidfile = _pidfile(settings, name)
-        if pidfile.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-                os.killpg(int(pidfile.read_text()), signal.SIGTERM)
-            pidfile.unlink(missing_ok=True)
+    # The worker finishes the pushes it has in flight (arq's job_completion_wait) before it exits, and needs
+    # PostgreSQL, Redis and FCM (or the local stand-in) until then: those stop last.
+    _stop_processes(settings, ("api", "worker"), wait_s=settings.worker_shutdown_wait_s + 10)
+    _stop_processes(settings, ("fake_fcm",), wait_s=10)
     pg, redis = stack(settings)
     redis.stop()
     pg.stop()
     console.print("stopped")
+
+
+def _stop_processes(settings: Settings, names: tuple[str, ...], wait_s: float) -> None:
+    """SIGTERM each process group, wait until they have exited, SIGKILL what is left after `wait_s`."""
+    groups = []
+    for name in names:
+        pidfile = _pidfile(settings, name)
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+                pgid = int(pidfile.read_text())
+                os.killpg(pgid, signal.SIGTERM)
+                groups.append(pgid)
+            pidfile.unlink(missing_ok=True)
+    deadline = time.monotonic() + wait_s
+    for pgid in groups:
+        while time.monotonic() < deadline and _alive(pgid):
+            time.sleep(0.1)
+        if _alive(pgid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether the group's leader still runs (a zombie waiting for `up` to reap it has finished)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 @app.command()

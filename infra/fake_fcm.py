@@ -212,10 +212,12 @@ class FakeFcm:
         self.stats["requests"] += 1
         self.stats[f"http/{request.scope.get('http_version')}"] += 1
         self.peers.add(tuple(request.scope.get("client") or ()))  # one client address and port per connection
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+        # Accepted (and recorded) on arrival, answered after the latency: a client that dies waiting for the
+        # answer has still sent the push, as with FCM, so a resend shows up here as a repeat.
         response = await self._send(request, request.path_params["project"])
         self.stats[f"status/{response.status_code}"] += 1
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
         return response
 
     async def _send(self, request: Request, project: str) -> Response:

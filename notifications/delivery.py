@@ -1,12 +1,15 @@
 """Push deliveries: claim with a lease, send through a `PushSender`, record what FCM answered.
 
 A delivery is claimed (`sending`, lease in `next_attempt_at`) in its own committed transaction before
-the send, and settled after it. Only a worker killed between FCM's answer and the settle commit can
-make a push go twice; the collapse key (the notification id) makes the phone show it once even then.
+the send, and settled after it. A worker told to stop (SIGTERM) finishes what it started, so nothing goes
+twice. Only a worker killed (SIGKILL, power loss) while pushes are on the wire leaves pushes whose fate is
+unknown: FCM v1 has no idempotency key, so they are sent again after the lease. They are at most the sender's
+in-flight bound (`fcm_in_flight`), and the collapse key (the notification id) makes the phone show each once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,13 +85,13 @@ async def send_deliveries(
 ) -> SendReport:
     """Send the fresh deliveries of these notifications, or (ids None) every due retry and expired lease.
 
-    Outcomes are committed after every `chunk` pushes, so a killed worker leaves at most one chunk whose
-    fate is unknown (re-sent after the lease, with the same collapse key).
+    Every chunk's outcomes are committed as soon as FCM has answered all of it.
     """
     rows = await _claim(factory, FRESH if notification_ids is not None else DUE, notification_ids or [], limit, lease_s)
     report = SendReport()
-    for start in range(0, len(rows), chunk):
-        await _send_chunk(factory, sender, rows[start : start + chunk], report)
+    # All chunks at once: the sender bounds how many pushes are in flight, and each chunk settles on its own.
+    chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)]
+    await asyncio.gather(*(_send_chunk(factory, sender, part, report) for part in chunks))
     return report
 
 

@@ -210,22 +210,33 @@ class FcmSender:
 
     async def send(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
         """One outcome per message, in order. Batches go one after another, each all at once."""
+        built = [(i, msg, build_message(msg, self._click_action)) for i, msg in enumerate(messages)]
         outcomes: dict[int, PushOutcome] = {}
+        for start in range(0, len(built), self.batch_size):
+            outcomes.update(await self._send_checked(built[start : start + self.batch_size]))
+        return [outcomes[i] for i in range(len(messages))]
+
+    async def _send_checked(self, chunk: list[tuple[int, PushMessage, Any]]) -> list[tuple[int, PushOutcome]]:
+        """firebase-admin encodes, and so validates, every message of a batch before it sends any, and one bad
+        message fails the whole batch with ValueError. Only then are they checked one by one and the good ones
+        sent: checking every batch up front would encode each message twice (~6 % of a push's CPU)."""
+        try:
+            return list(zip((i for i, _, _ in chunk), await self._send_batch(chunk), strict=True))
+        except ValueError:
+            pass  # nothing was sent
+        done: list[tuple[int, PushOutcome]] = []
         ready: list[tuple[int, PushMessage, Any]] = []
-        for i, msg in enumerate(messages):
-            built = build_message(msg, self._click_action)
-            try:  # firebase-admin validates while encoding, and one bad message would fail its whole batch
-                str(built)
+        for i, msg, built in chunk:
+            try:
+                str(built)  # the encoder firebase-admin uses
             except ValueError as exc:
                 status: PushStatus = "invalid" if not msg.token else "failed"
-                outcomes[i] = PushOutcome(msg.notification_id, status, error_code="ENCODING", reason=str(exc))
+                done.append((i, PushOutcome(msg.notification_id, status, error_code="ENCODING", reason=str(exc))))
                 continue
             ready.append((i, msg, built))
-        for start in range(0, len(ready), self.batch_size):
-            chunk = ready[start : start + self.batch_size]
-            for (i, _, _), outcome in zip(chunk, await self._send_batch(chunk), strict=True):
-                outcomes[i] = outcome
-        return [outcomes[i] for i in range(len(messages))]
+        if ready:
+            done += zip((i for i, _, _ in ready), await self._send_batch(ready), strict=True)
+        return done
 
     async def _fresh_token(self) -> str | None:
         """Refresh the OAuth2 token once, off the event loop, if it is missing or about to expire.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy import text
 
 from notifications.delivery import send_deliveries
 from notifications.pipeline import process_events
+from notifications.queue import schedule_window, take_pending
 from notifications.staff_tasks import escalate_overdue
 from notifications.webhooks import enqueue_for_events, send_due
 from services.uow import unit_of_work
@@ -19,12 +21,15 @@ from services.uow import unit_of_work
 log = structlog.get_logger(__name__)
 INBOX_CHANNEL = "placecast:inbox:{}"
 LIVE_CHANNEL = "placecast:live:{}"
+MAX_BATCHES_PER_JOB = 4
 
 
 async def publish_live(ctx: dict[str, Any], notification_ids: list[int]) -> None:
-    """The admin UI's live feed: one message per push and per task notified (after commit)."""
+    """The admin UI's live feed: one message per push and per task notified (after commit), all in one round
+    trip to Redis (a publish each, awaited one by one, cost the worker ~0.1 ms of CPU per push)."""
     if not notification_ids:
         return
+    pipe = ctx["redis"].pipeline(transaction=False)
     async with ctx["session_factory"]() as session:
         rows = await session.execute(
             text(
@@ -46,12 +51,17 @@ async def publish_live(ctx: dict[str, Any], notification_ids: list[int]) -> None
                 "task_id": row.task_id,
                 "status": "notified" if row.task_id else row.status,
             }
-            await ctx["redis"].publish(LIVE_CHANNEL.format(row.organisation_id), orjson.dumps(message))
+            pipe.publish(LIVE_CHANNEL.format(row.organisation_id), orjson.dumps(message))
+    await pipe.execute()
 
 
 async def _publish_inbox(ctx: dict[str, Any], device_ids: set[int]) -> None:
-    for device_id in device_ids:
-        await ctx["redis"].publish(INBOX_CHANNEL.format(device_id), "new")
+    """Wakes the inbox streams of these devices, in one round trip."""
+    if device_ids:
+        pipe = ctx["redis"].pipeline(transaction=False)
+        for device_id in sorted(device_ids):
+            pipe.publish(INBOX_CHANNEL.format(device_id), "new")
+        await pipe.execute()
 
 
 async def deliver_events(ctx: dict[str, Any], event_ids: Sequence[int] | None = None) -> dict[str, Any]:
@@ -79,6 +89,31 @@ async def deliver_events(ctx: dict[str, Any], event_ids: Sequence[int] | None = 
         "sent": report.sent if report else 0,
         "decisions": result.decisions,
     }
+
+
+async def deliver_pending(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The job of a window (`notifications.queue`): every event queued before it started, in batches."""
+    settings = ctx["settings"]
+    batch = settings.pipeline_batch_size
+    tasks: list[asyncio.Task[dict[str, Any]]] = []
+    while event_ids := await take_pending(ctx["redis"], batch):
+        # The next batch's rules and writes overlap this one's pushes; two batches at most, to bound memory.
+        tasks.append(asyncio.create_task(deliver_events(ctx, event_ids)))
+        running = [t for t in tasks if not t.done()]
+        if len(running) >= 2:
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        if len(event_ids) < batch:
+            break
+        if len(tasks) >= MAX_BATCHES_PER_JOB:
+            # A backlog goes on in the next window's job: jobs stay short, so a worker told to stop can finish
+            # what it started within its shutdown wait, and other workers share the backlog.
+            await schedule_window(ctx["redis"], settings.pipeline_window_s)
+            break
+    done: dict[str, Any] = {"events": 0, "notifications": 0, "inbox_only": 0, "sent": 0}
+    for result in await asyncio.gather(*tasks):
+        for key in done:
+            done[key] += result[key]
+    return done
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, Any]:

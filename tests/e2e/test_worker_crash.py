@@ -1,9 +1,13 @@
-"""A worker killed with SIGKILL in the middle of a batch of pushes, then restarted.
+"""A worker stopped in the middle of a batch of pushes, then restarted.
 
-Guarantee under test: every event yields exactly one notification and exactly one *sent* delivery; FCM
-(here its local stand-in, with 200 ms answers so the kill lands mid-batch) receives every push, and a
-push can be repeated only if it was in the one chunk in flight at the kill, with the same collapse key so
-the phone shows it once.
+Guarantees under test, with FCM's local stand-in answering in 200 ms so the stop lands mid-batch (it records
+a push on arrival, as FCM accepts it, before it answers):
+- SIGTERM (a deploy, Ctrl-C, `placecast stop`): the worker finishes the pushes it started, then exits;
+  after the restart every push has reached FCM exactly once.
+- SIGKILL: every event still yields exactly one notification and one *sent* delivery, and FCM receives
+  every push. A push can be repeated only if it was on the wire at the kill: FCM v1 has no idempotency key,
+  so nobody can know whether those arrived. They are at most the in-flight bound, and carry the same
+  collapse key, APNs collapse id and Android tag, so the phone shows each once.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from tests.e2e.ui_helpers import start_worker
 
 EVENTS = 400
 CHUNK = 50
+IN_FLIGHT = 100
+LATENCY_S = 0.2
 
 
 def seed(dsn: str) -> list[int]:
@@ -64,43 +70,93 @@ def delivered(dsn: str, event_ids: list[int]) -> list[Any]:
         ).fetchall()
 
 
-def test_sigkill_mid_batch_then_restart_sends_every_push(test_env, settings, tmp_path) -> None:
+def _env(test_env: dict[str, str], fcm_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **test_env,
+        **fcm_env,
+        "PLACECAST_FCM_BATCH_SIZE": str(CHUNK),
+        "PLACECAST_FCM_IN_FLIGHT": str(IN_FLIGHT),
+        "PLACECAST_PUSH_LEASE_S": "3",  # an unsettled push is sent again 3 s after its claim
+        "PLACECAST_OUTBOX_SWEEP_AFTER_S": "0",  # the sweeper (run at start-up) picks the seeded outbox up
+    }
+
+
+def _wait_for_pushes(http: Any, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while http.get("/_fake/stats").json()["stored"] < count:
+        assert time.monotonic() < deadline, "no pushes arrived"
+        time.sleep(0.02)
+
+
+def _wait_all_sent(dsn: str, event_ids: list[int]) -> None:
+    deadline = time.monotonic() + 90
+    while sum(1 for _, s in delivered(dsn, event_ids) if s == "sent") < EVENTS:
+        assert time.monotonic() < deadline, f"stuck: {Counter(s for _, s in delivered(dsn, event_ids))}"
+        time.sleep(0.5)
+
+
+def test_sigterm_mid_batch_finishes_what_it_started_and_a_restart_sends_nothing_twice(
+    test_env, settings, tmp_path
+) -> None:
     dsn = settings.sync_database_url.replace("postgresql+psycopg", "postgresql")
-    with local_fcm(tmp_path, latency_ms=200) as (fake, fcm_env):
-        env = {
-            **test_env,
-            **fcm_env,
-            "PLACECAST_FCM_BATCH_SIZE": str(CHUNK),
-            "PLACECAST_PUSH_LEASE_S": "3",
-            "PLACECAST_OUTBOX_SWEEP_AFTER_S": "0",
-        }
+    with local_fcm(tmp_path, latency_ms=LATENCY_S * 1000) as (fake, fcm_env):
+        env = _env(test_env, fcm_env)
         event_ids = seed(dsn)
-        worker = start_worker(env)  # its sweeper (run at start-up) picks the outbox rows up
+        worker = start_worker(env)
         try:
             with fake.client() as http:
-                deadline = time.monotonic() + 60
-                while http.get("/_fake/stats").json()["stored"] < 2 * CHUNK:
-                    assert time.monotonic() < deadline, "no pushes arrived"
-                    time.sleep(0.02)
-                os.kill(worker.pid, signal.SIGKILL)
-                worker.wait()
-                at_kill = http.get("/_fake/stats").json()["stored"]
-                assert at_kill < EVENTS, "the kill came too late to be mid-batch"
+                _wait_for_pushes(http, CHUNK)
+                at_signal = http.get("/_fake/stats").json()["stored"]
+                worker.terminate()
+                assert worker.wait(timeout=60) == 0  # it exited by itself, not cancelled by a timeout
+                assert at_signal < EVENTS, "the signal came too late to be mid-batch"
+                time.sleep(4)  # past the lease: anything left claimed but unsettled would now be sent again
                 worker = start_worker(env)
-                deadline = time.monotonic() + 90
-                while sum(1 for _, s in delivered(dsn, event_ids) if s == "sent") < EVENTS:
-                    assert time.monotonic() < deadline, f"stuck: {Counter(s for _, s in delivered(dsn, event_ids))}"
-                    time.sleep(0.5)
+                _wait_all_sent(dsn, event_ids)
+                time.sleep(1)
                 messages = [m for m in http.get("/_fake/messages").json() if m["token"].startswith("crash-")]
         finally:
             worker.terminate()
-            worker.wait(timeout=15)
+            worker.wait(timeout=60)
+    rows = delivered(dsn, event_ids)
+    assert len(rows) == EVENTS and {s for _, s in rows} == {"sent"}
+    per_notification = Counter(m["data"]["notification_id"] for m in messages)
+    assert per_notification == Counter({str(n): 1 for n, _ in rows})  # each push exactly once
+
+
+def test_sigkill_mid_batch_then_restart_sends_every_push(test_env, settings, tmp_path) -> None:
+    dsn = settings.sync_database_url.replace("postgresql+psycopg", "postgresql")
+    with local_fcm(tmp_path, latency_ms=LATENCY_S * 1000) as (fake, fcm_env):
+        env = _env(test_env, fcm_env)
+        event_ids = seed(dsn)
+        worker = start_worker(env)
+        try:
+            with fake.client() as http:
+                _wait_for_pushes(http, 2 * CHUNK)
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.wait()
+                killed_at = time.time()
+                at_kill = http.get("/_fake/stats").json()["stored"]
+                assert at_kill < EVENTS, "the kill came too late to be mid-batch"
+                worker = start_worker(env)
+                _wait_all_sent(dsn, event_ids)
+                messages = [m for m in http.get("/_fake/messages").json() if m["token"].startswith("crash-")]
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
     rows = delivered(dsn, event_ids)
     assert len(rows) == EVENTS and {s for _, s in rows} == {"sent"}  # one notification, one sent push each
     per_notification = Counter(m["data"]["notification_id"] for m in messages)
     assert set(per_notification) == {str(n) for n, _ in rows}  # every push reached FCM
-    repeated = [n for n, count in per_notification.items() if count > 1]
+    repeated = {n for n, count in per_notification.items() if count > 1}
     print(f"pushes repeated after the kill: {len(repeated)} of {EVENTS}")
-    assert len(repeated) <= CHUNK  # only the chunk in flight at the kill can repeat…
+    assert len(repeated) <= IN_FLIGHT  # only pushes on the wire at the kill can repeat…
+    first_seen: dict[str, float] = {}
+    for message in messages:
+        first_seen.setdefault(message["data"]["notification_id"], message["received_at"])
+    for n in repeated:  # …sent within one answer's time before it, never one whose answer was settled
+        assert killed_at - 1.0 - LATENCY_S <= first_seen[n] <= killed_at
     for message in messages:  # …and a repeat collapses into the first on the phone
-        assert message["android"]["collapse_key"] == f"n{message['data']['notification_id']}"
+        key = f"n{message['data']['notification_id']}"
+        assert message["android"]["collapse_key"] == key == message["apns"]["headers"]["apns-collapse-id"]
+        assert message["android"]["notification"]["tag"] == key

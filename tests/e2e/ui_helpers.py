@@ -30,7 +30,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / os.environ.get("PLACECAST_SC
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "arq", "infra.worker.WorkerSettings"],
+        [sys.executable, "-m", "infra.worker"],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
