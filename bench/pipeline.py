@@ -228,10 +228,14 @@ def _latency(
                 ).json()["credential"]
                 for i in range(200)
             ]
+        # Two seconds of the same traffic first: fence index, OAuth2 token, connections; then the measured run.
+        steps = dict.fromkeys(range(len(devices)), 0)
+        asyncio.run(_drive(base, devices, rate, 2, per_request, steps))
+        time.sleep(1)
         with fake.client() as control:
             control.delete("/_fake/messages")
         drive_start = time.time()
-        sent, answers = asyncio.run(_drive(base, devices, rate, seconds, per_request))
+        sent, answers = asyncio.run(_drive(base, devices, rate, seconds, per_request, steps))
         time.sleep(3)
         with fake.client() as control:
             received = {
@@ -265,13 +269,14 @@ def _latency(
             process.wait(timeout=20)
 
 
-async def _drive(base: str, devices: list[str], rate: int, seconds: int, per_request: int) -> tuple[int, Counter[str]]:
+async def _drive(
+    base: str, devices: list[str], rate: int, seconds: int, per_request: int, steps: dict[int, int]
+) -> tuple[int, Counter[str]]:
     """`rate` fixes/s for `seconds`, `per_request` fixes per request (one device's batch, as OwnTracks and
     Traccar clients send what they buffered). Fixes are 30 s apart; each device spends five of them 800 m
     away and five inside the fence, so one fix in ten is an enter and becomes a push."""
     inside, outside = (24.9388, 60.1740), (24.9300, 60.1700)
-    start_ts = datetime.now(UTC) - timedelta(hours=6)
-    steps = dict.fromkeys(range(len(devices)), 0)
+    start_ts = datetime.now(UTC) - timedelta(hours=8)  # device clocks: 30 s per step from here, never past now
     sent = 0
     async with httpx.AsyncClient(
         base_url=base, timeout=10, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -299,7 +304,7 @@ async def _drive(base: str, devices: list[str], rate: int, seconds: int, per_req
 
 
 def run_pipeline_bench(quick: bool = False) -> dict[str, Any]:
-    n = 1000 if quick else 3000
+    n = 1000 if quick else 5000
     with _stack() as (env, dsn, fake, account):
         settings = Settings()
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the worker's loop
@@ -312,7 +317,8 @@ def run_pipeline_bench(quick: bool = False) -> dict[str, Any]:
     return {
         "pushes": n,
         "fcm_latency_ms": 25,
-        "chunk": 50,
+        "chunk": settings.fcm_batch_size,
+        "in_flight": settings.fcm_in_flight,
         "ceiling_firebase_admin_pushes_per_s": ceiling,
         "pipeline_1_worker_pushes_per_s": one,
         "pipeline_2_workers_pushes_per_s": two,

@@ -102,10 +102,37 @@ def print_tables(results: dict[str, Any], console: Console) -> None:
                 name, f"{row['fixes_per_s']:,.0f}", f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", str(row["non_2xx"])
             )
         console.print(table)
-    for key in ("push", "pipeline"):
-        if key in results:
-            console.print(f"[bold]{key}[/bold]")
-            console.print_json(json.dumps(results[key], default=str))
+    if "pipeline" in results:
+        _pipeline_tables(results["pipeline"], console)
+    if "push" in results:
+        console.print("[bold]push[/bold]")
+        console.print_json(json.dumps(results["push"], default=str))
+
+
+def _pipeline_tables(pipe: dict[str, Any], console: Console) -> None:
+    title = (
+        f"Delivery, {pipe['pushes']:,} pushes, FCM stand-in answering in {pipe['fcm_latency_ms']} ms,"
+        f" chunks of {pipe['chunk']}, {pipe['in_flight']} in flight"
+    )
+    table = Table(title=title)
+    for column in ("", "pushes/s", "vs firebase-admin alone"):
+        table.add_column(column, justify="right")
+    ceiling = pipe["ceiling_firebase_admin_pushes_per_s"]
+    table.add_row("firebase-admin alone (ceiling)", f"{ceiling:,.0f}", "100%")
+    for name, key in (("pipeline, 1 worker", "pipeline_1_worker"), ("pipeline, 2 workers", "pipeline_2_workers")):
+        value = pipe[f"{key}_pushes_per_s"]
+        table.add_row(name, f"{value:,.0f}", f"{value / ceiling:.0%}")
+    console.print(table)
+    table = Table(title="Fix accepted → push request at FCM, through the API, one worker (after a 2 s warm-up)")
+    for column in ("load", "answers", "enters → pushes", "p50 ms", "p95 ms"):
+        table.add_column(column, justify="right")
+    for key, value in pipe.items():
+        if key.startswith("latency_"):
+            load = f"{value['fixes_per_s']:,.0f} fixes/s, {value['fixes_per_request']} per request"
+            answers = ", ".join(f"{n} x {code}" for code, n in value["answers"].items())
+            pushes = f"{value['enter_events']:,} → {value['pushes']:,}"
+            table.add_row(load, answers, pushes, f"{value['p50_ms']:.0f}", f"{value['p95_ms']:.0f}")
+    console.print(table)
 
 
 def main(parts: Sequence[str], quick: bool) -> Path:
