@@ -307,15 +307,20 @@ def run_pipeline_bench(quick: bool = False) -> dict[str, Any]:
     n = 1000 if quick else 5000
     with _stack() as (env, dsn, fake, account):
         settings = Settings()
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the worker's loop
-            ceiling = runner.run(_ceiling(account, fake, n, settings))
-        one = _pipeline(env, dsn, n, 1)
-        two = _pipeline(env, dsn, n, 2)
+        # Passes interleaved, median of each: on 2 shared cores one pass can be off by 10 %.
+        passes: dict[str, list[float]] = {"ceiling": [], "one": [], "two": []}
+        for _ in range(1 if quick else 3):
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the worker's loop
+                passes["ceiling"].append(runner.run(_ceiling(account, fake, n, settings)))
+            passes["one"].append(_pipeline(env, dsn, n, 1))
+            passes["two"].append(_pipeline(env, dsn, n, 2))
+        ceiling, one, two = (statistics.median(passes[k]) for k in ("ceiling", "one", "two"))
         seconds = 5 if quick else 10
         batched = _latency(env, dsn, fake, rate=1000, seconds=seconds, per_request=10)
         single = _latency(env, dsn, fake, rate=400, seconds=seconds, per_request=1)
     return {
         "pushes": n,
+        "cores": os.cpu_count(),
         "fcm_latency_ms": 25,
         "chunk": settings.fcm_batch_size,
         "in_flight": settings.fcm_in_flight,
@@ -323,6 +328,7 @@ def run_pipeline_bench(quick: bool = False) -> dict[str, Any]:
         "pipeline_1_worker_pushes_per_s": one,
         "pipeline_2_workers_pushes_per_s": two,
         "pipeline_vs_ceiling_1_worker": one / ceiling,
+        "passes": passes,
         "latency_at_1000_fixes_per_s_batches_of_10": batched,
         "latency_at_400_single_fixes_per_s": single,
     }

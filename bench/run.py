@@ -111,8 +111,9 @@ def print_tables(results: dict[str, Any], console: Console) -> None:
 
 def _pipeline_tables(pipe: dict[str, Any], console: Console) -> None:
     title = (
-        f"Delivery, {pipe['pushes']:,} pushes, FCM stand-in answering in {pipe['fcm_latency_ms']} ms,"
-        f" chunks of {pipe['chunk']}, {pipe['in_flight']} in flight"
+        f"Delivery, {pipe['pushes']:,} pushes (median of {len(pipe['passes']['one'])} passes), FCM stand-in"
+        f" answering in {pipe['fcm_latency_ms']} ms, chunks of {pipe['chunk']}, {pipe['in_flight']} in flight,"
+        f" {pipe['cores']} cores"
     )
     table = Table(title=title)
     for column in ("", "pushes/s", "vs firebase-admin alone"):
