@@ -74,6 +74,8 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     configure_logging(settings)
     # arq's CLI gives its logger a handler of its own; without this every job line is printed twice.
     logging.getLogger("arq").propagate = False
+    # httpx logs every request at INFO: a line per push. Outcomes are in the job results and the database.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     ctx["settings"] = settings
     ctx["engine"] = make_engine(settings.database_url, pool_size=5)
     ctx["session_factory"] = make_session_factory(ctx["engine"])
