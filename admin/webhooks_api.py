@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from infra.deps import PrincipalDep, SettingsDep, UowDep
 from notifications import webhooks
+from notifications.egress import url_problem
 from notifications.rules import EventKind
 from notifications.webhook_repository import DeliveryRecord, SubscriptionRecord
+from services.errors import Problem, ValidationFailed
 from services.models import Role
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: webhooks"])
@@ -84,8 +86,12 @@ class DeliveryPage(BaseModel):
 
 
 @router.post("/webhooks", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated)
-async def create_webhook(body: WebhookIn, principal: PrincipalDep, uow: UowDep) -> WebhookCreated:
+async def create_webhook(
+    body: WebhookIn, principal: PrincipalDep, uow: UowDep, settings: SettingsDep
+) -> WebhookCreated:
     principal.require(Role.editor)
+    if not settings.webhook_allow_private_networks and (problem := url_problem(str(body.url))):
+        raise ValidationFailed("the webhook URL must reach a public address", [Problem("url", problem)])
     record, secret = await webhooks.create_subscription(
         uow,
         organisation_id=principal.organisation_id,

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     pipeline_batch_size: int = Field(default=500, ge=1, le=5000)  # events per transaction of that job
     outbox_sweep_after_s: float = 5.0
 
+    # Webhooks may reach only public addresses unless this is set (receivers on the deployment's own network,
+    # tests); see notifications/egress.py.
+    webhook_allow_private_networks: bool = False
+
     # Admin UI map background; the map still works (plain background) where no tile loads.
     tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 

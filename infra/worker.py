@@ -7,7 +7,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import structlog
 from arq import cron, func
 
@@ -15,6 +14,7 @@ from infra.app import redis_settings
 from infra.db import make_engine, make_session_factory
 from infra.logging import configure_logging
 from infra.settings import Settings, get_settings
+from notifications.egress import webhook_client
 from notifications.push import PushMessage, PushOutcome
 from notifications.tasks import deliver_events, deliver_pending, send_webhooks, sweep
 from services.retention import ensure_partitions, purge_old_fixes
@@ -80,8 +80,8 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx["engine"] = make_engine(settings.database_url, pool_size=5)
     ctx["session_factory"] = make_session_factory(ctx["engine"])
     ctx["sender"] = make_sender(settings)
-    # Webhook receivers are the organisations' own servers: no proxies from the environment.
-    ctx["http"] = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+    # Webhook receivers are the organisations' own servers: public addresses only, no environment proxies.
+    ctx["http"] = webhook_client(settings.webhook_allow_private_networks)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:

@@ -22,6 +22,8 @@ if os.environ.get("CI"):
 @pytest.fixture(scope="session")
 def test_env() -> Iterator[dict[str, str]]:
     with private_stack("placecast-test-", fast_unsafe=True) as (_, env):
+        # Webhook receivers in tests listen on loopback; tests/integration/test_egress.py checks the refusal.
+        env["PLACECAST_WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
         os.environ.update(env)
         from infra.settings import get_settings
 
