@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import orjson
 import structlog
 from fastapi import FastAPI, Request
@@ -86,6 +87,21 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": "2"},
         )
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.exceptions.OperatorInterventionError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    async def connection_lost(request: Request, error: Exception) -> Response:
+        """The fix hot path talks to asyncpg directly, so a connection PostgreSQL dropped (restart, failover)
+        surfaces here rather than as SQLAlchemy's disconnect error. The pool keeps no pre-ping: every pooled
+        connection is as stale as this one, so the pool is replaced and the next request connects afresh."""
+        if isinstance(error, asyncpg.InterfaceError) and "closed" not in str(error):
+            log.exception("database_interface_error")
+            return ORJSONResponse(error_body("internal", "unexpected database error"), status_code=500)
+        engine = getattr(request.app.state, "engine", None)
+        if engine is not None:
+            await engine.dispose(close=False)
+        return await dependency_down(request, error)
 
     @app.exception_handler(DBAPIError)
     async def db_error(request: Request, error: DBAPIError) -> Response:

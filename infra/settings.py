@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     redis_port: int = 56379
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    db_pool_size: int = 10
+    db_pool_size: int = 20  # per process; connections beyond it are opened and closed per request (measured: churn)
 
     # Geometry sanity limits for building fences.
     max_vertices: int = 5000

@@ -77,7 +77,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     # httpx logs every request at INFO: a line per push. Outcomes are in the job results and the database.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     ctx["settings"] = settings
-    ctx["engine"] = make_engine(settings.database_url, pool_size=5)
+    ctx["engine"] = make_engine(settings.database_url, pool_size=5, pre_ping=True)
     ctx["session_factory"] = make_session_factory(ctx["engine"])
     ctx["sender"] = make_sender(settings)
     # Webhook receivers are the organisations' own servers: public addresses only, no environment proxies.
