@@ -410,6 +410,15 @@ class FenceIndex:
 
     def query(self, lon: float, lat: float) -> list[IndexedFence]:
         """The zones containing one point, buildings before approach zones."""
+        hits = [self._describe(item, zone) for item, zone in self._point_items(lon, lat)]
+        return sorted(hits, key=lambda hit: (hit.zone != "building", hit.fence_id))
+
+    def zones_at(self, lon: float, lat: float) -> set[tuple[int, int]]:
+        """(fence id, ZONE_*) of the zones containing one point: `query_bulk` for a single fix, ~20x cheaper
+        (the fix endpoint's common case)."""
+        return {(int(self._fence_ids[item]), zone) for item, zone in self._point_items(lon, lat)}
+
+    def _point_items(self, lon: float, lat: float) -> list[tuple[int, int]]:
         x, y = self._project(lon, lat)
         if not (math.isfinite(x) and math.isfinite(y)):
             return []
@@ -418,8 +427,7 @@ class FenceIndex:
             return []
         one = np.zeros(items.size, np.int64)
         _, items, zones = self._refine(one, items, np.array([lon]), np.array([lat]), np.array([x]), np.array([y]))
-        hits = [self._describe(item, zone) for item, zone in zip(items.tolist(), zones.tolist(), strict=True)]
-        return sorted(hits, key=lambda hit: (hit.zone != "building", hit.fence_id))
+        return list(zip(items.tolist(), zones.tolist(), strict=True))
 
     def _describe(self, item: int, zone: int) -> IndexedFence:
         kind = "circle" if self._circle[item] else "polygon"

@@ -78,6 +78,24 @@ def test_polygon_hits_are_exactly_shapelys_containment_in_lon_lat(
     assert set(hits.fence_ids.tolist()) <= {7}
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(-1200, 1200), st.floats(-1200, 1200)), min_size=1, max_size=40))
+def test_one_point_lookup_agrees_with_the_bulk_query(points: list[tuple[float, float]]) -> None:
+    """`zones_at` (the single-fix path) and `query_bulk` give the same (fence, zone) pairs, approach zones too."""
+    entries = [
+        (1, 1, FenceSpec("polygon", square(0, 0, 300))),
+        (2, 2, FenceSpec("polygon", square(400, -200, 120))),
+        (3, 3, FenceSpec("circle", shapely.Point(offset(-500, 500)), 80.0)),
+    ]
+    index = FenceIndex.build(entries, approach_m={1: 60.0, 3: 40.0})
+    lons, lats = offset(np.array([e for e, _ in points]), np.array([n for _, n in points]))
+    hits = index.query_bulk(lons, lats)
+    bulk: list[set[tuple[int, int]]] = [set() for _ in points]
+    for i, fence_id, zone in zip(hits.fix_idx.tolist(), hits.fence_ids.tolist(), hits.zones.tolist(), strict=True):
+        bulk[i].add((fence_id, zone))
+    assert [index.zones_at(float(lon), float(lat)) for lon, lat in zip(lons, lats, strict=True)] == bulk
+
+
 def test_many_fences_of_all_sizes_match_brute_force() -> None:
     """Fences from 5 m to 10 km across land in different grid levels; every one must still be found."""
     rng = np.random.default_rng(3)
