@@ -28,7 +28,19 @@ local creds = {}
 for line in io.lines(os.getenv("BENCH_CREDS")) do creds[#creds + 1] = line end
 local batch = tonumber(os.getenv("BENCH_BATCH"))
 local threads, counter, first, step, start = 0, 0, 0, 1, tonumber(os.getenv("BENCH_T0"))
-function setup(thread) thread:set("first", threads); threads = threads + 1 end
+local all_threads = {}
+function setup(thread) thread:set("first", threads); threads = threads + 1; table.insert(all_threads, thread) end
+failed = {}
+function response(status, headers, body)
+  if status >= 300 then failed[status] = (failed[status] or 0) + 1; failed_text = "" end
+  if status >= 300 then for code, n in pairs(failed) do failed_text = failed_text .. code .. "=" .. n .. " " end end
+end
+function done(summary, latency, requests)
+  for _, thread in ipairs(all_threads) do
+    local text = thread:get("failed_text")
+    if text then io.write("STATUSES " .. text .. "\n") end
+  end
+end
 function init(args) step = tonumber(os.getenv("BENCH_THREADS")); math.randomseed(first + 7) end
 local function fix(seconds)
   local lon = 24.935 + math.random() * 0.018
@@ -90,6 +102,10 @@ def _wrk(url: str, creds: Path, batch: int, seconds: int, connections: int, thre
         for p in ("50", "99")
     }
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    statuses: dict[str, int] = {}
+    for line in re.findall(r"STATUSES (.*)", out):  # one line per wrk thread
+        for code, n in re.findall(r"(\d+)=(\d+)", line):
+            statuses[code] = statuses.get(code, 0) + int(n)
     timeouts = re.search(r"timeout (\d+)", out)
     return {
         "batch": batch,
@@ -100,6 +116,7 @@ def _wrk(url: str, creds: Path, batch: int, seconds: int, connections: int, thre
         "p50_ms": latency["50"],
         "p99_ms": latency["99"],
         "non_2xx": int(errors.group(1)) if errors else 0,
+        "non_2xx_statuses": statuses,
         "timeouts": int(timeouts.group(1)) if timeouts else 0,
     }
 

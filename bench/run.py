@@ -99,7 +99,11 @@ def print_tables(results: dict[str, Any], console: Console) -> None:
         for name, key in (("single fix", "single"), ("batches of 100", "batch_100")):
             row = http[key]
             table.add_row(
-                name, f"{row['fixes_per_s']:,.0f}", f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", str(row["non_2xx"])
+                name,
+                f"{row['fixes_per_s']:,.0f}",
+                f"{row['p50_ms']:.1f}",
+                f"{row['p99_ms']:.1f}",
+                " ".join([str(row["non_2xx"]), *(f"({n} x {c})" for c, n in row.get("non_2xx_statuses", {}).items())]),
             )
         console.print(table)
     if "pipeline" in results:

@@ -169,9 +169,18 @@ async def lock_state(session: AsyncSession, device_id: int) -> DeviceState[ZoneK
 
 
 async def _driver(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session's transaction (statements are prepared and cached)."""
+    """The asyncpg connection under the session's transaction (statements are prepared and cached).
+
+    SQLAlchemy's asyncpg adapter sends BEGIN only with the first statement it runs itself. When the fix's raw
+    statements come first (a single fix from a device whose credential is cached), they would run in autocommit:
+    the state lock released at once, two requests of one device interleaving (double enters, a second open
+    visit) and fixes committed without their events. So the transaction is started here, the adapter's own way.
+    """
     connection = await session.connection()
     raw = await connection.get_raw_connection()
+    adapted = raw.dbapi_connection
+    if adapted is not None and adapted._transaction is None:  # SQLAlchemy 2.0's adapter (pinned)
+        await adapted._start_transaction()
     return raw.driver_connection
 
 
