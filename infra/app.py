@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         # Index builds get their own small pool: a request holding a connection while it waits
         # for the index must never starve the build of one.
-        index_engine = make_engine(settings.database_url, pool_size=2)
+        index_engine = make_engine(settings.database_url, pool_size=2, pre_ping=True)  # rare checkouts
         index_sessions = make_session_factory(index_engine)
 
         async def load_fences(organisation_id: int) -> FenceRows:

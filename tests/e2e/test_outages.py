@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +31,13 @@ def until_accepted(http: httpx.Client, headers: dict[str, str], timeout_s: float
     raise AssertionError("service did not resume")
 
 
-def test_redis_then_postgres_down_and_back(two_replicas, world: World, test_env) -> None:
+async def test_redis_then_postgres_down_and_back(two_replicas, world: World, test_env, app) -> None:
+    await asyncio.to_thread(_redis_then_postgres_down_and_back, two_replicas[0], world, test_env)
+    # This test process's own app (fixtures of later tests) holds connections from before the restart.
+    await app.state.engine.dispose()
+
+
+def _redis_then_postgres_down_and_back(base_url: str, world: World, test_env: dict[str, str]) -> None:
     root = Path(test_env["PLACECAST_VAR_DIR"]).parent
     redis = RedisServer(root / "redis", int(test_env["PLACECAST_REDIS_PORT"]))
     pg = PgCluster(
@@ -41,7 +48,7 @@ def test_redis_then_postgres_down_and_back(two_replicas, world: World, test_env)
         test_env["PLACECAST_PG_DATABASE"],
         fast_unsafe=True,
     )
-    with httpx.Client(base_url=two_replicas[0], timeout=10) as http:
+    with httpx.Client(base_url=base_url, timeout=10) as http:
         registered = http.post("/v1/devices", headers=world.enrolment, json={"platform": "android"})
         device = {"Authorization": f"Bearer {registered.json()['credential']}"}
         assert http.post("/v1/fixes", json=fix_body(120), headers=device).status_code == 202
