@@ -15,10 +15,12 @@ import argparse
 import gc
 import json
 import math
+import multiprocessing
 import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,7 +268,9 @@ def _latencies_us(run: Callable[[int], object], n: int) -> list[float]:
     return times
 
 
-def _bench_size(fences: list[FenceEntry], fixes: FixArrays, repeats: int, batch_size: int) -> dict[str, Any]:
+def _bench_size(
+    fences: list[FenceEntry], fixes: FixArrays, repeats: int, batch_size: int, seed: int = 42
+) -> dict[str, Any]:
     gc.collect()
     rss_before = rss_bytes()
     index = FenceIndex.build(fences)
@@ -286,9 +290,39 @@ def _bench_size(fences: list[FenceEntry], fixes: FixArrays, repeats: int, batch_
     )
     out["index_build_s"] = statistics.median(_timed(lambda: FenceIndex.build(fences)) for _ in range(repeats))
     out.update(_rebuild_while_querying(fences, index, lons, lats))
+    out.update(_rebuild_in_process_while_querying(len(fences), seed, index, lons, lats))
     out["index_rss_delta_mb"] = rss_delta / 1e6
     out["process_rss_mb"] = rss_bytes() / 1e6
     return out
+
+
+def _generated_index(n: int, seed: int, version: int) -> FenceIndex:
+    """In a builder process: the same fences, built there (the API's builder reads them from PostGIS instead)."""
+    return FenceIndex.build(generate_fences(n, seed), version=version)
+
+
+def _rebuild_in_process_while_querying(
+    n: int, seed: int, index: FenceIndex, lons: list[float], lats: list[float]
+) -> dict[str, float]:
+    """As the API rebuilds (geofences/builder.py): in a spawned process, while this one keeps answering."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(int).result()  # spawned and imported beforehand, as the API starts its builder with the app
+        start = time.perf_counter()
+        future = pool.submit(_generated_index, n, seed, index.version + 1)
+        latencies, i = [], 0
+        while not future.done():
+            begin = time.perf_counter_ns()
+            index.query(lons[i % len(lons)], lats[i % len(lats)])
+            latencies.append((time.perf_counter_ns() - begin) / 1000)
+            i += 1
+        rebuilt = future.result()
+        elapsed = time.perf_counter() - start
+    assert len(rebuilt) == len(index)
+    return {
+        "rebuild_process_s": elapsed,
+        "queries_during_process_rebuild": len(latencies),
+        "query_p99_during_process_rebuild_us": float(np.percentile(latencies, 99)) if latencies else math.nan,
+    }
 
 
 def _rebuild_while_querying(
@@ -326,7 +360,7 @@ def run_engine_bench(
     fixes = generate_fixes(n_fixes, seed, n_devices)
     results: dict[str, Any] = {"seed": seed, "batch_size": batch_size, "devices": n_devices, "sizes": {}}
     for n in sizes:
-        results["sizes"][str(n)] = _bench_size(generate_fences(n, seed), fixes, repeats, batch_size)
+        results["sizes"][str(n)] = _bench_size(generate_fences(n, seed), fixes, repeats, batch_size, seed)
     largest = generate_fences(max(sizes), seed)
     approach = generate_approach_m(largest, seed=seed)
     with_approach = FenceIndex.build(largest, approach)

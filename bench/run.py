@@ -72,6 +72,7 @@ def print_tables(results: dict[str, Any], console: Console) -> None:
             "PostGIS 8 conns",
             "engine / PostGIS 1",
             "index build s",
+            "rebuild under load s, thread / process",
             "index RSS MB",
         ):
             table.add_column(column, justify="right")
@@ -88,6 +89,7 @@ def print_tables(results: dict[str, Any], console: Console) -> None:
                 f"{eight:,.0f}",
                 f"{row['engine_fixes_per_s'] / one:,.0f}x",
                 f"{row['index_build_s']:.2f}",
+                f"{row['rebuild_concurrent_s']:.2f} / {row.get('rebuild_process_s', float('nan')):.2f}",
                 f"{row['index_rss_delta_mb']:.0f}",
             )
         console.print(table)

@@ -2,8 +2,9 @@
 
 An admin change bumps `placecast:fence-version:<org>` and publishes on `placecast:fences` after
 commit. Each replica listens and also polls the version keys once a second (pub/sub messages are
-lost while Redis reconnects), rebuilds the changed organisation's index in a thread, and swaps the
-reference: queries keep using the old index until the new one is complete.
+lost while Redis reconnects), rebuilds the changed organisation's index, and swaps the
+reference: queries keep using the old index until the new one is complete. Rebuilds run in a process of
+their own when the app provides one (`geofences/builder.py`), away from the GIL of the serving process.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ VERSION_KEY = "placecast:fence-version:{}"
 
 FenceRows = list[tuple[int, int, FenceSpec, float | None]]
 LoadFences = Callable[[int], Awaitable[FenceRows]]
+Rebuild = Callable[[int, int], Awaitable[FenceIndex]]  # (organisation id, version) -> index
 
 
 def build_index(rows: FenceRows, version: int) -> FenceIndex:
@@ -38,9 +40,15 @@ async def publish_fence_change(redis: Redis, organisation_id: int) -> None:
 
 
 class IndexRegistry:
-    def __init__(self, redis: Redis, load_fences: LoadFences, poll_interval_s: float = 1.0) -> None:
+    """`rebuild`, when given, makes a replacement index elsewhere (`geofences.builder`: another process) while
+    the current one keeps answering; a first build, or a failed rebuild, loads and builds here in a thread."""
+
+    def __init__(
+        self, redis: Redis, load_fences: LoadFences, poll_interval_s: float = 1.0, rebuild: Rebuild | None = None
+    ) -> None:
         self._redis = redis
         self._load = load_fences
+        self._rebuild = rebuild
         self._poll_interval_s = poll_interval_s
         self._indexes: dict[int, FenceIndex] = {}
         self._locks: dict[int, asyncio.Lock] = {}
@@ -64,11 +72,28 @@ class IndexRegistry:
             current = self._indexes.get(organisation_id)
             if current is not None and current.version == version:
                 return current
-            rows = await self._load(organisation_id)
-            index = await asyncio.to_thread(build_index, rows, version)
+            index = await self._rebuilt(organisation_id, version) if current is not None else None
+            built_in = "builder process"
+            if index is None:
+                rows = await self._load(organisation_id)
+                index = await asyncio.to_thread(build_index, rows, version)
+                built_in = "this process"
             self._indexes[organisation_id] = index
-            log.info("fence_index_built", organisation_id=organisation_id, fences=len(index), version=version)
+            log.info(
+                "fence_index_built", organisation_id=organisation_id, fences=len(index), version=version, where=built_in
+            )
             return index
+
+    async def _rebuilt(self, organisation_id: int, version: int) -> FenceIndex | None:
+        if self._rebuild is None:
+            return None
+        try:
+            return await self._rebuild(organisation_id, version)
+        except Exception as error:
+            log.warning(
+                "fence_index_rebuild_elsewhere_failed", organisation_id=organisation_id, error=repr(error)[:200]
+            )
+            return None
 
     async def _refresh_quietly(self, organisation_id: int) -> None:
         try:

@@ -173,28 +173,32 @@ class PlaceRepository:
 
     async def fences_for_index(self, organisation_id: int) -> list[tuple[int, int, FenceSpec, float | None]]:
         """Every fence of the organisation with its place's approach distance, for the in-memory index."""
-        rows = await self.session.execute(
-            select(
-                Geofence.id,
-                Geofence.place_id,
-                Geofence.kind,
-                func.ST_AsBinary(Geofence.geom),
-                Geofence.radius_m,
-                Place.approach_m,
-            )
-            .join(Place, Place.id == Geofence.place_id)
-            .where(Geofence.organisation_id == organisation_id)
+        return fence_rows(await self.session.execute(fences_for_index_query(organisation_id)))
+
+
+def fences_for_index_query(organisation_id: int) -> Any:
+    """The index's rows, as one statement: run by `PlaceRepository` and by the index builder process."""
+    return (
+        select(
+            Geofence.id,
+            Geofence.place_id,
+            Geofence.kind,
+            func.ST_AsBinary(Geofence.geom),
+            Geofence.radius_m,
+            Place.approach_m,
         )
-        return [
-            (
-                fence_id,
-                place_id,
-                FenceSpec(
-                    kind="circle" if kind == "circle" else "polygon",
-                    geometry=from_wkb(bytes(wkb)),
-                    radius_m=radius,
-                ),
-                approach,
-            )
-            for fence_id, place_id, kind, wkb, radius, approach in rows
-        ]
+        .join(Place, Place.id == Geofence.place_id)
+        .where(Geofence.organisation_id == organisation_id)
+    )
+
+
+def fence_rows(rows: Any) -> list[tuple[int, int, FenceSpec, float | None]]:
+    return [
+        (
+            fence_id,
+            place_id,
+            FenceSpec(kind="circle" if kind == "circle" else "polygon", geometry=from_wkb(bytes(wkb)), radius_m=radius),
+            approach,
+        )
+        for fence_id, place_id, kind, wkb, radius, approach in rows
+    ]

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from geofences.builder import ProcessIndexBuilder
 from geofences.registry import FenceRows, IndexRegistry, publish_fence_change
 from geofences.repository import PlaceRepository
 from infra.db import make_engine, make_session_factory
@@ -58,13 +59,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.state.fences_changed = fences_changed
         app.state.events_recorded = events_recorded
-        app.state.indexes = IndexRegistry(redis, load_fences)
+        builder = ProcessIndexBuilder(settings.sync_database_url)
+        builder.start()
+        app.state.indexes = IndexRegistry(redis, load_fences, rebuild=builder.build)
         app.state.indexes.start()
         app.state.credentials = CredentialCache()
         try:
             yield
         finally:
             await app.state.indexes.stop()
+            builder.close()
             await redis.aclose()
             await index_engine.dispose()
             await engine.dispose()

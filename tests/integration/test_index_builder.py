@@ -1,0 +1,54 @@
+"""Index rebuilds in the builder process (geofences/builder.py), on real PostGIS and Redis."""
+
+from __future__ import annotations
+
+import os
+
+from geofences.builder import ProcessIndexBuilder
+from geofences.index import FenceIndex
+from geofences.registry import IndexRegistry, build_index, publish_fence_change
+from geofences.repository import PlaceRepository
+from tests.world import FAR_OUTSIDE, INSIDE, World
+
+
+async def load(app, organisation_id: int):
+    async with app.state.session_factory() as session:
+        return await PlaceRepository(session).fences_for_index(organisation_id)
+
+
+async def test_the_builder_process_builds_what_a_build_here_would(app, world: World) -> None:
+    builder = ProcessIndexBuilder(app.state.settings.sync_database_url)
+    builder.start()
+    try:
+        there = await builder.build(world.organisation_id, 7)
+        assert await builder.pid() != os.getpid()  # really another process
+    finally:
+        builder.close()
+    here = build_index(await load(app, world.organisation_id), 7)
+    assert there.version == 7 and len(there) == len(here) > 0
+    for lon, lat in (INSIDE, FAR_OUTSIDE, (24.93885, 60.17405)):
+        assert there.query(lon, lat) == here.query(lon, lat)
+    assert there.query(*INSIDE)  # the world's building
+
+
+async def test_a_change_is_rebuilt_elsewhere_and_a_failed_rebuild_falls_back_to_a_build_here(app, world: World) -> None:
+    calls: list[tuple[int, int]] = []
+
+    async def rebuild(organisation_id: int, version: int) -> FenceIndex:
+        calls.append((organisation_id, version))
+        if len(calls) > 1:
+            raise RuntimeError("builder process gone")
+        return build_index(await load(app, organisation_id), version)
+
+    registry = IndexRegistry(app.state.redis, lambda o: load(app, o), rebuild=rebuild)
+    first = await registry.get(world.organisation_id)
+    assert calls == []  # the first build has no index to answer meanwhile: here
+
+    await publish_fence_change(app.state.redis, world.organisation_id)
+    second = await registry.refresh(world.organisation_id)
+    assert calls == [(world.organisation_id, second.version)] and second.version == first.version + 1
+
+    await publish_fence_change(app.state.redis, world.organisation_id)
+    third = await registry.refresh(world.organisation_id)
+    assert len(calls) == 2 and third.version == second.version + 1  # built here after all
+    assert third.query(*INSIDE)
