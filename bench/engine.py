@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
+from geofences.builder import hand_over, take_over
 from geofences.domain import FenceSpec
 from geofences.engine import State, process_batch
 from geofences.index import EARTH_RADIUS_M, FenceIndex
@@ -296,9 +297,18 @@ def _bench_size(
     return out
 
 
-def _generated_index(n: int, seed: int, version: int) -> FenceIndex:
-    """In a builder process: the same fences, built there (the API's builder reads them from PostGIS instead)."""
-    return FenceIndex.build(generate_fences(n, seed), version=version)
+_generated: dict[tuple[int, int], list[FenceEntry]] = {}  # in the builder process
+
+
+def _generate_there(n: int, seed: int) -> int:
+    _generated[(n, seed)] = generate_fences(n, seed)
+    return n
+
+
+def _generated_index(n: int, seed: int, version: int) -> str:
+    """In a builder process: the same fences, built there and handed over as the API's builder does (which reads
+    them from PostGIS first; here they were generated before the clock started)."""
+    return hand_over(FenceIndex.build(_generated[(n, seed)], version=version))
 
 
 def _rebuild_in_process_while_querying(
@@ -306,7 +316,7 @@ def _rebuild_in_process_while_querying(
 ) -> dict[str, float]:
     """As the API rebuilds (geofences/builder.py): in a spawned process, while this one keeps answering."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(int).result()  # spawned and imported beforehand, as the API starts its builder with the app
+        pool.submit(_generate_there, n, seed).result()  # spawned and imported beforehand, as the API's builder
         start = time.perf_counter()
         future = pool.submit(_generated_index, n, seed, index.version + 1)
         latencies, i = [], 0
@@ -315,7 +325,7 @@ def _rebuild_in_process_while_querying(
             index.query(lons[i % len(lons)], lats[i % len(lats)])
             latencies.append((time.perf_counter_ns() - begin) / 1000)
             i += 1
-        rebuilt = future.result()
+        rebuilt = take_over(future.result())
         elapsed = time.perf_counter() - start
     assert len(rebuilt) == len(index)
     return {
