@@ -56,8 +56,10 @@ async def log_in(body: LoginIn, request: Request, response: Response, uow: UowDe
     """Log in with email and password; sets the `placecast_session` cookie."""
     redis = request.app.state.redis
     await accounts.count_login_attempt(redis, request.client.host if request.client else "?", body.email)
+    await accounts.check_account_not_locked(redis, body.email)
     user_id = await accounts.authenticate(uow.session, body.email, body.password)
     if user_id is None:
+        await accounts.record_login_failure(redis, body.email)
         raise Unauthorized("wrong email or password")
     if current is not None:  # a fresh token on every login: a planted cookie never becomes a logged-in one
         await accounts.end_session(redis, current.token)

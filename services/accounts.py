@@ -26,7 +26,8 @@ from services.orgs import Principal
 SESSION_COOKIE = "placecast_session"
 SESSION_IDLE_S = 12 * 3600  # sliding: every authenticated request pushes it back
 SESSION_MAX_S = 7 * 86400  # absolute: a stolen cookie kept busy still dies
-LOGIN_ATTEMPTS = 10
+LOGIN_ATTEMPTS = 10  # per address and account
+ACCOUNT_FAILURES = 30  # per account from any addresses: guessing spread over many addresses stops here too
 LOGIN_WINDOW_S = 15 * 60
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 takes any length; this only bounds the work one request can ask for
@@ -142,6 +143,31 @@ async def count_login_attempt(redis: Redis, ip: str, email: str) -> None:
         raise Unavailable("the session store (Redis) is unavailable; retry shortly") from error
     if int(count) > LOGIN_ATTEMPTS:
         raise RateLimited("too many login attempts; wait and try again", retry_after_s=max(int(ttl), 1))
+
+
+def _account_key(email: str) -> str:
+    return "placecast:login-failures:" + hashlib.sha256(normalise_email(email).encode()).hexdigest()
+
+
+async def check_account_not_locked(redis: Redis, email: str) -> None:
+    """An account with ACCOUNT_FAILURES failed logins in the window takes none, from any address, until the window
+    ends: the price of stopping distributed guessing is that someone can lock an account out for 15 minutes."""
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.get(_account_key(email))
+            pipe.ttl(_account_key(email))
+            failures, ttl = await pipe.execute()
+    except RedisError as error:
+        raise Unavailable("the session store (Redis) is unavailable; retry shortly") from error
+    if int(failures or 0) >= ACCOUNT_FAILURES:
+        raise RateLimited("too many failed logins for this account; wait and try again", retry_after_s=max(ttl, 1))
+
+
+async def record_login_failure(redis: Redis, email: str) -> None:
+    try:
+        await redis.eval(_COUNT_ATTEMPT, 1, _account_key(email), str(LOGIN_WINDOW_S))  # type: ignore[misc]
+    except RedisError as error:
+        raise Unavailable("the session store (Redis) is unavailable; retry shortly") from error
 
 
 def _session_key(token: str) -> str:

@@ -156,6 +156,24 @@ async def test_login_attempts_are_limited_per_ip_and_email(app, world: World) ->
         ).status_code == 200
 
 
+async def test_failed_logins_from_many_addresses_lock_the_account_not_others(app, world: World) -> None:
+    _, email = await make_user(app, world.organisation_id)
+    _, other_email = await make_user(app, world.organisation_id)
+
+    async def attempt(address: str, who: str, password: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await http.post("/admin/v1/session", json={"email": who, "password": password})
+
+    for i in range(30):  # 3 guesses from each of 10 addresses: under the per-address limit everywhere
+        answer = await attempt(f"198.51.100.{i // 3}", email, "guess-" + secrets.token_hex(3))
+        assert answer.status_code == 401
+    locked = await attempt("203.0.113.7", email.upper(), PASSWORD)  # a fresh address, the right password
+    assert locked.status_code == 429, locked.text
+    assert 0 < int(locked.headers["Retry-After"]) <= 15 * 60
+    assert (await attempt("203.0.113.7", other_email, PASSWORD)).status_code == 200
+
+
 async def test_state_changes_with_a_session_need_the_csrf_token(app, client, world: World) -> None:
     user_id, email = await make_user(app, world.organisation_id, "editor")
     place = {"name": "CSRF hall", "kind": "library", "fences": [{"geometry": BLOCK}]}
