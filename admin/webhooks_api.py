@@ -16,6 +16,7 @@ from notifications.rules import EventKind
 from notifications.webhook_repository import DeliveryRecord, SubscriptionRecord
 from services.errors import Problem, ValidationFailed
 from services.models import Role
+from services.sealing import Sealer
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: webhooks"])
 
@@ -98,6 +99,7 @@ async def create_webhook(
         actor=principal.actor,
         url=str(body.url),
         event_types=body.event_types,
+        sealer=Sealer(settings.secret_key.get_secret_value()),
     )
     return WebhookCreated(**WebhookOut.from_record(record).model_dump(), secret=secret)
 

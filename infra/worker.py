@@ -18,6 +18,7 @@ from notifications.egress import webhook_client
 from notifications.push import PushMessage, PushOutcome
 from notifications.tasks import deliver_events, deliver_pending, send_webhooks, sweep
 from services.retention import ensure_partitions, purge_old_fixes
+from services.sealing import Sealer
 from services.uow import unit_of_work
 
 log = structlog.get_logger(__name__)
@@ -82,6 +83,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx["sender"] = make_sender(settings)
     # Webhook receivers are the organisations' own servers: public addresses only, no environment proxies.
     ctx["http"] = webhook_client(settings.webhook_allow_private_networks)
+    ctx["sealer"] = Sealer(settings.secret_key.get_secret_value())
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:

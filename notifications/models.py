@@ -118,7 +118,7 @@ class WebhookSubscription(IdMixin, TimestampMixin, Base):
     __tablename__ = "webhook_subscriptions"
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
     url: Mapped[str] = mapped_column(Text)
-    secret: Mapped[str] = mapped_column(String(128))
+    secret: Mapped[str] = mapped_column(Text)  # sealed (services/sealing.py)
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(16)), server_default="{}")
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
 

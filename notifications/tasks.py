@@ -149,4 +149,4 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, Any]:
 
 async def send_webhooks(ctx: dict[str, Any]) -> dict[str, int]:
     """Outgoing webhooks that are due (new, or retrying with backoff)."""
-    return await send_due(ctx["session_factory"], ctx["http"])
+    return await send_due(ctx["session_factory"], ctx["http"], sealer=ctx["sealer"])

@@ -37,6 +37,7 @@ from notifications.webhook_repository import (
 )
 from services.audit import record_audit
 from services.errors import Conflict, NotFound
+from services.sealing import Sealer, SealError
 from services.uow import UnitOfWork, unit_of_work
 
 log = structlog.get_logger(__name__)
@@ -149,7 +150,7 @@ async def _peek(response: httpx.Response) -> str:
     return taken.decode("utf-8", errors="replace")[:ERROR_CHARS]
 
 
-async def _post(http: httpx.AsyncClient, delivery: DueDelivery) -> str | None:
+async def _post(http: httpx.AsyncClient, delivery: DueDelivery, secret: str) -> str | None:
     """POST one delivery; None when the subscriber took it, else why not. Never raises for the subscriber."""
     body = orjson.dumps(payload(delivery), option=orjson.OPT_UTC_Z)
     # Wall clock, not the scheduling `now`: receivers check it against their own clock.
@@ -157,7 +158,7 @@ async def _post(http: httpx.AsyncClient, delivery: DueDelivery) -> str | None:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        SIGNATURE_HEADER: signature_header(delivery.secret, timestamp, body),
+        SIGNATURE_HEADER: signature_header(secret, timestamp, body),
         EVENT_HEADER: delivery.kind,
         DELIVERY_HEADER: str(delivery.id),
     }
@@ -183,6 +184,12 @@ async def _post(http: httpx.AsyncClient, delivery: DueDelivery) -> str | None:
         return f"{type(error).__name__}: {str(error)[:ERROR_CHARS]}"
 
 
+def _default_sealer() -> Sealer:
+    from infra.settings import get_settings  # the process's settings, when the caller passes no sealer
+
+    return Sealer(get_settings().secret_key.get_secret_value())
+
+
 def _settlement(delivery: DueDelivery, error: str | None, settled_at: datetime) -> Settlement:
     if error is None:
         return Settlement(delivery.id, "sent", None, None)
@@ -197,11 +204,14 @@ async def send_due(
     http: httpx.AsyncClient,
     now: datetime | None = None,
     limit: int = 200,
+    sealer: Sealer | None = None,
 ) -> dict[str, int]:
     """Send up to `limit` due deliveries; returns {"claimed", "sent", "retry", "dead"}.
 
     `now` drives the schedule (what is due, when the next attempt is); tests move it instead of sleeping.
+    `sealer` opens the stored secrets; by default the one of this process's settings.
     """
+    sealer = sealer or _default_sealer()
     claimed_at = now if now is not None else datetime.now(UTC)
     lease_until = claimed_at + timedelta(seconds=LEASE_S)
     async with unit_of_work(session_factory) as uow:
@@ -213,8 +223,12 @@ async def send_due(
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def attempt(delivery: DueDelivery) -> str | None:
+        try:
+            secret = sealer.open(delivery.secret)
+        except SealError as error:
+            return str(error)
         async with gate:
-            return await _post(http, delivery)
+            return await _post(http, delivery, secret)
 
     errors = await asyncio.gather(*(attempt(d) for d in due))
     settled_at = now if now is not None else datetime.now(UTC)
@@ -242,12 +256,13 @@ def _canonical_kinds(event_types: Sequence[str]) -> list[str]:
 
 
 async def create_subscription(
-    uow: UnitOfWork, *, organisation_id: int, actor: str, url: str, event_types: Sequence[str]
+    uow: UnitOfWork, *, organisation_id: int, actor: str, url: str, event_types: Sequence[str], sealer: Sealer
 ) -> tuple[SubscriptionRecord, str]:
-    """Returns the subscription and its secret; the caller shows the secret once and it is never listed."""
+    """Returns the subscription and its secret; the caller shows the secret once, it is stored sealed and it is
+    never listed."""
     secret = new_secret()
     record = await WebhookRepository(uow.session).add_subscription(
-        organisation_id, url, secret, _canonical_kinds(event_types)
+        organisation_id, url, sealer.seal(secret), _canonical_kinds(event_types)
     )
     await record_audit(
         uow.session,
