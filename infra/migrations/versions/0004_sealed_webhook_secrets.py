@@ -7,6 +7,8 @@ Revision ID: 0004
 Revises: 0003
 """
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -19,29 +21,25 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
-    op.alter_column("webhook_subscriptions", "secret", type_=sa.Text(), existing_type=sa.String(length=128))
-    sealer = Sealer(get_settings().secret_key.get_secret_value())
+def _rewrite_secrets(sealed_now: bool, transform: Callable[[str], str]) -> None:
+    """Apply `transform` to every secret that is (or is not, per `sealed_now`) sealed."""
+    match = "LIKE" if sealed_now else "NOT LIKE"
     connection = op.get_bind()
     rows = connection.execute(
-        sa.text("SELECT id, secret FROM webhook_subscriptions WHERE secret NOT LIKE :p"), {"p": PREFIX + "%"}
+        sa.text(f"SELECT id, secret FROM webhook_subscriptions WHERE secret {match} :p"), {"p": PREFIX + "%"}
     ).all()
     for subscription_id, secret in rows:
         connection.execute(
             sa.text("UPDATE webhook_subscriptions SET secret = :s WHERE id = :i"),
-            {"s": sealer.seal(secret), "i": subscription_id},
+            {"s": transform(secret), "i": subscription_id},
         )
+
+
+def upgrade() -> None:
+    op.alter_column("webhook_subscriptions", "secret", type_=sa.Text(), existing_type=sa.String(length=128))
+    _rewrite_secrets(False, Sealer(get_settings().secret_key.get_secret_value()).seal)
 
 
 def downgrade() -> None:
-    sealer = Sealer(get_settings().secret_key.get_secret_value())
-    connection = op.get_bind()
-    rows = connection.execute(
-        sa.text("SELECT id, secret FROM webhook_subscriptions WHERE secret LIKE :p"), {"p": PREFIX + "%"}
-    ).all()
-    for subscription_id, secret in rows:
-        connection.execute(
-            sa.text("UPDATE webhook_subscriptions SET secret = :s WHERE id = :i"),
-            {"s": sealer.open(secret), "i": subscription_id},
-        )
+    _rewrite_secrets(True, Sealer(get_settings().secret_key.get_secret_value()).open)
     op.alter_column("webhook_subscriptions", "secret", type_=sa.String(length=128), existing_type=sa.Text())
