@@ -15,8 +15,13 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -95,56 +100,64 @@ def _wait_all_sent(dsn: str, event_ids: list[int]) -> None:
         time.sleep(0.5)
 
 
+@dataclass
+class Scenario:
+    dsn: str
+    env: dict[str, str]
+    event_ids: list[int]
+    http: Any
+    worker: subprocess.Popen[bytes]
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [m for m in self.http.get("/_fake/messages").json() if m["token"].startswith("crash-")]
+
+
+@contextmanager
+def scenario(test_env: dict[str, str], settings: Any, tmp_path: Path) -> Iterator[Scenario]:
+    """EVENTS events in the outbox, FCM's stand-in answering in LATENCY_S, a worker started on them."""
+    dsn = settings.sync_database_url.replace("postgresql+psycopg", "postgresql")
+    with local_fcm(tmp_path, latency_ms=LATENCY_S * 1000) as (fake, fcm_env), fake.client() as http:
+        env = _env(test_env, fcm_env)
+        run = Scenario(dsn, env, seed(dsn), http, start_worker(env))
+        try:
+            yield run
+        finally:
+            run.worker.terminate()
+            run.worker.wait(timeout=60)
+
+
 def test_sigterm_mid_batch_finishes_what_it_started_and_a_restart_sends_nothing_twice(
     test_env, settings, tmp_path
 ) -> None:
-    dsn = settings.sync_database_url.replace("postgresql+psycopg", "postgresql")
-    with local_fcm(tmp_path, latency_ms=LATENCY_S * 1000) as (fake, fcm_env):
-        env = _env(test_env, fcm_env)
-        event_ids = seed(dsn)
-        worker = start_worker(env)
-        try:
-            with fake.client() as http:
-                _wait_for_pushes(http, CHUNK)
-                at_signal = http.get("/_fake/stats").json()["stored"]
-                worker.terminate()
-                assert worker.wait(timeout=60) == 0  # it exited by itself, not cancelled by a timeout
-                assert at_signal < EVENTS, "the signal came too late to be mid-batch"
-                time.sleep(4)  # past the lease: anything left claimed but unsettled would now be sent again
-                worker = start_worker(env)
-                _wait_all_sent(dsn, event_ids)
-                time.sleep(1)
-                messages = [m for m in http.get("/_fake/messages").json() if m["token"].startswith("crash-")]
-        finally:
-            worker.terminate()
-            worker.wait(timeout=60)
-    rows = delivered(dsn, event_ids)
+    with scenario(test_env, settings, tmp_path) as run:
+        _wait_for_pushes(run.http, CHUNK)
+        at_signal = run.http.get("/_fake/stats").json()["stored"]
+        run.worker.terminate()
+        assert run.worker.wait(timeout=60) == 0  # it exited by itself, not cancelled by a timeout
+        assert at_signal < EVENTS, "the signal came too late to be mid-batch"
+        time.sleep(4)  # past the lease: anything left claimed but unsettled would now be sent again
+        run.worker = start_worker(run.env)
+        _wait_all_sent(run.dsn, run.event_ids)
+        time.sleep(1)
+        messages = run.messages()
+    rows = delivered(run.dsn, run.event_ids)
     assert len(rows) == EVENTS and {s for _, s in rows} == {"sent"}
     per_notification = Counter(m["data"]["notification_id"] for m in messages)
     assert per_notification == Counter({str(n): 1 for n, _ in rows})  # each push exactly once
 
 
 def test_sigkill_mid_batch_then_restart_sends_every_push(test_env, settings, tmp_path) -> None:
-    dsn = settings.sync_database_url.replace("postgresql+psycopg", "postgresql")
-    with local_fcm(tmp_path, latency_ms=LATENCY_S * 1000) as (fake, fcm_env):
-        env = _env(test_env, fcm_env)
-        event_ids = seed(dsn)
-        worker = start_worker(env)
-        try:
-            with fake.client() as http:
-                _wait_for_pushes(http, 2 * CHUNK)
-                os.kill(worker.pid, signal.SIGKILL)
-                worker.wait()
-                killed_at = time.time()
-                at_kill = http.get("/_fake/stats").json()["stored"]
-                assert at_kill < EVENTS, "the kill came too late to be mid-batch"
-                worker = start_worker(env)
-                _wait_all_sent(dsn, event_ids)
-                messages = [m for m in http.get("/_fake/messages").json() if m["token"].startswith("crash-")]
-        finally:
-            worker.terminate()
-            worker.wait(timeout=60)
-    rows = delivered(dsn, event_ids)
+    with scenario(test_env, settings, tmp_path) as run:
+        _wait_for_pushes(run.http, 2 * CHUNK)
+        os.kill(run.worker.pid, signal.SIGKILL)
+        run.worker.wait()
+        killed_at = time.time()
+        at_kill = run.http.get("/_fake/stats").json()["stored"]
+        assert at_kill < EVENTS, "the kill came too late to be mid-batch"
+        run.worker = start_worker(run.env)
+        _wait_all_sent(run.dsn, run.event_ids)
+        messages = run.messages()
+    rows = delivered(run.dsn, run.event_ids)
     assert len(rows) == EVENTS and {s for _, s in rows} == {"sent"}  # one notification, one sent push each
     per_notification = Counter(m["data"]["notification_id"] for m in messages)
     assert set(per_notification) == {str(n) for n, _ in rows}  # every push reached FCM
