@@ -40,8 +40,9 @@ async def schedule_window(redis: ArqRedis, window_s: float) -> None:
     )
 
 
-async def take_pending(redis: ArqRedis, limit: int) -> list[int]:
-    """Up to `limit` queued event ids, oldest first. Once taken they are this job's: if it dies, the
-    outbox rows stay unprocessed and the sweeper picks them up."""
+async def take_pending(redis: ArqRedis, limit: int) -> tuple[list[int], bool]:
+    """Up to `limit` queued event ids (distinct, ascending), and whether the list may hold more. Once taken they
+    are this job's: if it dies, the outbox rows stay unprocessed and the sweeper picks them up."""
     raw = await redis.lpop(PENDING_KEY, limit)  # type: ignore[misc]
-    return sorted({int(i) for i in raw or ()})
+    taken = list(raw or ())
+    return sorted({int(i) for i in taken}), len(taken) == limit

@@ -96,15 +96,17 @@ async def deliver_pending(ctx: dict[str, Any]) -> dict[str, Any]:
     settings = ctx["settings"]
     batch = settings.pipeline_batch_size
     tasks: list[asyncio.Task[dict[str, Any]]] = []
-    while event_ids := await take_pending(ctx["redis"], batch):
+    more = True
+    while more:
+        event_ids, more = await take_pending(ctx["redis"], batch)
+        if not event_ids:
+            break
         # The next batch's rules and writes overlap this one's pushes; two batches at most, to bound memory.
         tasks.append(asyncio.create_task(deliver_events(ctx, event_ids)))
         running = [t for t in tasks if not t.done()]
         if len(running) >= 2:
             await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-        if len(event_ids) < batch:
-            break
-        if len(tasks) >= MAX_BATCHES_PER_JOB:
+        if more and len(tasks) >= MAX_BATCHES_PER_JOB:
             # A backlog goes on in the next window's job: jobs stay short, so a worker told to stop can finish
             # what it started within its shutdown wait, and other workers share the backlog.
             await schedule_window(ctx["redis"], settings.pipeline_window_s)

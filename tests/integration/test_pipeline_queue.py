@@ -84,3 +84,15 @@ async def test_a_backlog_goes_on_in_the_next_windows_job(
     worker = await run_worker(settings)
     assert await notifications_per_event(app, event_ids) == dict.fromkeys(event_ids, 1)
     assert worker.jobs_complete >= 3  # the first job stopped after 4 batches and scheduled the next
+
+
+async def test_ids_queued_twice_do_not_strand_the_ones_behind_them(
+    client, app, world: World, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add_content(app, world, title="Twice", cooldown_s=0)
+    monkeypatch.setattr(infra.worker, "get_settings", lambda: settings.model_copy(update={"pipeline_batch_size": 5}))
+    first, *rest = await seed_events(app, world, 4)
+    await enqueue_events(app.state.redis, [first] * 5 + rest, window_s=0.05)  # a full batch of one id, then more
+
+    await run_worker(settings)
+    assert await notifications_per_event(app, [first, *rest]) == dict.fromkeys([first, *rest], 1)
