@@ -17,6 +17,7 @@ from infra.settings import Settings, get_settings
 from notifications.egress import webhook_client
 from notifications.push import PushMessage, PushOutcome
 from notifications.tasks import deliver_events, deliver_pending, send_webhooks, sweep
+from services.imports import run_import
 from services.retention import ensure_partitions, purge_old_fixes
 from services.sealing import Sealer
 from services.uow import unit_of_work
@@ -108,7 +109,14 @@ _settings = get_settings()
 
 class WorkerSettings:
     # A window job keeps its result briefly: its id is never reused, so results would only pile up.
-    functions: list[Any] = [deliver_events, func(deliver_pending, keep_result=5), sweep, send_webhooks, maintain_fixes]
+    functions: list[Any] = [
+        deliver_events,
+        func(deliver_pending, keep_result=5),
+        sweep,
+        send_webhooks,
+        maintain_fixes,
+        func(run_import, timeout=3600),  # a large extract takes minutes
+    ]
     cron_jobs = [
         cron(maintain_fixes, minute=5, run_at_startup=True),
         cron(sweep, second=set(range(0, 60, 5)), run_at_startup=True, unique=True, timeout=60),

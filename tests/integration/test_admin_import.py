@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,9 @@ import orjson
 import pytest
 from sqlalchemy import text
 
+from infra.settings import get_settings
 from tests.api import test_admin_live_analytics as live
+from tests.integration.worker_helpers import run_worker
 from tests.world import BLOCK
 
 # The routes and the real-socket server (SSE cannot go through httpx's ASGI transport) come from the live tests.
@@ -31,7 +34,13 @@ async def upload(client, headers: dict[str, str], name: str, content: bytes, **f
 
 
 async def follow(served_url: str, headers: dict[str, str], import_id: str) -> list[dict[str, Any]]:
-    """Every progress message until the stream ends, which it must do by itself at done or failed."""
+    """Every progress message until the stream ends, which it must do by itself at done or failed, while a real
+    arq worker runs the import."""
+    messages, _ = await asyncio.gather(_follow(served_url, headers, import_id), run_worker(get_settings()))
+    return list(messages)
+
+
+async def _follow(served_url: str, headers: dict[str, str], import_id: str) -> list[dict[str, Any]]:
     messages = []
     async with (
         httpx.AsyncClient(base_url=served_url) as http,
@@ -139,3 +148,21 @@ async def test_an_import_belongs_to_its_organisation(client, org, world, served)
     assert (await client.get(f"/admin/v1/imports/{import_id}/events", headers=world.admin)).status_code == 404
     assert (await client.get("/admin/v1/imports/not-an-id", headers=headers)).status_code == 404
     assert (await follow(served, headers, import_id))[-1]["phase"] == "done"
+
+
+async def test_the_worker_runs_the_import_not_the_api_process(client, org, served) -> None:
+    _, headers = org
+    document = {
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "properties": {"name": "Queued hall", "kind": "library"}, "geometry": BLOCK}],
+    }
+    uploads = get_settings().var_dir / "uploads"
+    import_id = await upload(client, headers, "hall.geojson", orjson.dumps(document))
+    await asyncio.sleep(0.5)  # an import running in the API process would be done by now
+    state = (await client.get(f"/admin/v1/imports/{import_id}", headers=headers)).json()
+    assert state["phase"] == "queued"
+    assert any(uploads.glob("placecast-import-*.geojson")), "the upload waits where the worker can read it"
+
+    final = (await follow(served, headers, import_id))[-1]
+    assert (final["phase"], final["created"]) == ("done", 1)
+    assert not any(uploads.glob("placecast-import-*.geojson")), "the worker deleted the upload"

@@ -10,6 +10,7 @@ from arq.worker import Worker, func
 from infra.app import redis_settings
 from infra.worker import WorkerSettings
 from notifications.tasks import deliver_events, deliver_pending, send_webhooks, sweep
+from services.imports import run_import
 
 
 async def run_worker(settings, *, sender: Any = None, jobs: list[tuple[str, tuple[Any, ...]]] | None = None) -> Worker:
@@ -34,7 +35,7 @@ async def run_worker(settings, *, sender: Any = None, jobs: list[tuple[str, tupl
         await WorkerSettings.on_shutdown(ctx)
 
     worker = Worker(
-        functions=[deliver_events, func(deliver_pending, keep_result=5), sweep, send_webhooks],
+        functions=[deliver_events, func(deliver_pending, keep_result=5), sweep, send_webhooks, run_import],
         redis_pool=redis,
         burst=True,
         poll_delay=0,
