@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,19 +29,27 @@ log = structlog.get_logger(__name__)
 class BoundedSender:
     """Many concurrent jobs must not pile their pushes onto one HTTP/2 connection at once: measured,
     firebase-admin's async path slows down past ~100 requests in flight. The bound counts pushes, not
-    batches, so a job with 3 pushes does not hold a turn meant for 50 (a batch larger than the bound goes
-    alone)."""
+    batches, so a job with 3 pushes does not hold a turn meant for 50; batches go first come, first served (a
+    small one never overtakes a larger one waiting for room), and one larger than the bound goes alone."""
 
     def __init__(self, sender: Any, in_flight: int) -> None:
         self._sender = sender
         self._limit = in_flight
         self._in_flight = 0
+        self._waiting: deque[object] = deque()
         self._changed = asyncio.Condition()
 
     async def send(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
-        n = len(messages)
+        n, me = len(messages), object()
         async with self._changed:
-            await self._changed.wait_for(lambda: self._in_flight == 0 or self._in_flight + n <= self._limit)
+            self._waiting.append(me)
+            try:
+                await self._changed.wait_for(
+                    lambda: self._waiting[0] is me and (self._in_flight == 0 or self._in_flight + n <= self._limit)
+                )
+            finally:  # served or cancelled: either way the next in line may go now
+                self._waiting.remove(me)
+                self._changed.notify_all()
             self._in_flight += n
         try:
             result: list[PushOutcome] = await self._sender.send(messages)
