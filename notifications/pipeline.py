@@ -148,10 +148,10 @@ async def _push_tasks(
             details={"event_id": event.event_id},
         )
         result.devices.add(device_id)
-        await repo.add_delivery(session, notification_id, "inbox", status="sent")
+        await repo.add_deliveries(session, [notification_id], "inbox", status="sent")
         push_ok = bool(getattr(row, "fcm_token", None) and getattr(row, "fcm_token_active", False))
         if push_ok and consents.get("tasks") is True:
-            await repo.add_delivery(session, notification_id, "fcm")
+            await repo.add_deliveries(session, [notification_id], "fcm")
             result.notifications.append(notification_id)
         else:
             result.inbox_only.append(notification_id)

@@ -197,17 +197,6 @@ async def insert_notification(session: AsyncSession, values: dict[str, Any]) -> 
     return row.scalar_one_or_none()
 
 
-async def add_delivery(session: AsyncSession, notification_id: int, channel: str, status: str = "pending") -> None:
-    await session.execute(
-        text(
-            "INSERT INTO deliveries (notification_id, channel, status, sent_at)"
-            " VALUES (:n, :c, CAST(:s AS text), CASE WHEN CAST(:s AS text) = 'sent' THEN now() END)"
-            " ON CONFLICT DO NOTHING"
-        ),
-        {"n": notification_id, "c": channel, "s": status},
-    )
-
-
 async def open_tasks_for(
     session: AsyncSession, organisation_id: int, place_id: int, place_kind: str, team: str | None
 ) -> list[Any]:

@@ -50,9 +50,9 @@ async def escalate_overdue(uow: UnitOfWork, now: datetime) -> list[int]:
             )
             if notification_id is None:
                 continue
-            await repo.add_delivery(session, notification_id, "inbox", status="sent")
+            await repo.add_deliveries(session, [notification_id], "inbox", status="sent")
             if supervisor.fcm_token and supervisor.fcm_token_active:
-                await repo.add_delivery(session, notification_id, "fcm")
+                await repo.add_deliveries(session, [notification_id], "fcm")
                 pushed.append(notification_id)
         await session.execute(
             text("UPDATE staff_tasks SET escalated_at = :now WHERE id = :t"), {"now": now, "t": task["id"]}
