@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geofences.validation import GeometryValidationError
-from services.errors import DomainError, Problem, RateLimited
+from services.errors import ConnectionLost, DomainError, Problem, RateLimited
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +44,17 @@ def _loc_to_field(loc: tuple[Any, ...]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    async def replace_pool(request: Request) -> None:
+        """The pool keeps no pre-ping (infra/db.py): when one connection turns out dead, every pooled one is as
+        stale, so the pool is replaced and the next request connects afresh."""
+        engine = getattr(request.app.state, "engine", None)
+        if engine is not None:
+            await engine.dispose(close=False)
+
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, error: DomainError) -> Response:
+        if isinstance(error, ConnectionLost):
+            await replace_pool(request)
         headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, RateLimited) else None
         body = error_body(error.code, error.message, [p.as_dict() for p in error.problems])
         return ORJSONResponse(body, status_code=error.status, headers=headers)
@@ -93,14 +102,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(asyncpg.InterfaceError)
     async def connection_lost(request: Request, error: Exception) -> Response:
         """The fix hot path talks to asyncpg directly, so a connection PostgreSQL dropped (restart, failover)
-        surfaces here rather than as SQLAlchemy's disconnect error. The pool keeps no pre-ping: every pooled
-        connection is as stale as this one, so the pool is replaced and the next request connects afresh."""
+        surfaces here rather than as SQLAlchemy's disconnect error."""
         if isinstance(error, asyncpg.InterfaceError) and "closed" not in str(error):
             log.exception("database_interface_error")
             return ORJSONResponse(error_body("internal", "unexpected database error"), status_code=500)
-        engine = getattr(request.app.state, "engine", None)
-        if engine is not None:
-            await engine.dispose(close=False)
+        await replace_pool(request)
         return await dependency_down(request, error)
 
     @app.exception_handler(DBAPIError)

@@ -74,3 +74,7 @@ class RateLimited(DomainError):
 class Unavailable(DomainError):
     status = 503
     code = "unavailable"
+
+
+class ConnectionLost(Unavailable):
+    """The database connection this request held is gone (PostgreSQL restarted): the HTTP layer replaces the pool."""

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from geofences.index import FenceIndex
 from geofences.transitions import DeviceState, FenceState, Fix, TransitionConfig, TransitionEvent, step
 from services.devices import DeviceAuth
-from services.errors import NotFound, Unavailable
+from services.errors import ConnectionLost, NotFound
 from services.uow import UnitOfWork
 
 ZONES = ("building", "approach")
@@ -184,9 +184,7 @@ async def _driver(session: AsyncSession) -> Any:
             await adapted._start_transaction()
         except Exception as error:  # BEGIN fails only when the connection is gone (PostgreSQL restarted)
             await connection.invalidate()
-            # The pool runs without pre-ping (infra/db.py): its other connections are as stale as this one.
-            await connection.engine.dispose(close=False)
-            raise Unavailable("the database connection was lost; retry shortly") from error
+            raise ConnectionLost("the database connection was lost; retry shortly") from error
     return raw.driver_connection
 
 
