@@ -211,7 +211,6 @@ async def send_due(
     `now` drives the schedule (what is due, when the next attempt is); tests move it instead of sleeping.
     `sealer` opens the stored secrets; by default the one of this process's settings.
     """
-    sealer = sealer or _default_sealer()
     claimed_at = now if now is not None else datetime.now(UTC)
     lease_until = claimed_at + timedelta(seconds=LEASE_S)
     async with unit_of_work(session_factory) as uow:
@@ -219,6 +218,7 @@ async def send_due(
     counts = {"claimed": len(due), "sent": 0, "retry": 0, "dead": 0}
     if not due:
         return counts
+    sealer = sealer or _default_sealer()
 
     gate = asyncio.Semaphore(CONCURRENCY)
 
