@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from infra.stack import free_port, private_stack
+from infra.stack import free_port, private_stack, start_api
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTRACT = ROOT / "tests" / "data" / "osm" / "helsinki-centre.osm.pbf"
@@ -149,36 +149,9 @@ def _run(root: Path, env: dict[str, str], devices: int, seconds: int, workers: i
             capture_output=True,
             text=True,
         ).stdout.strip()
-        api = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "infra.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(api_port),
-                "--workers",
-                str(workers),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        api = start_api(env, api_port, workers=workers)
         base = f"http://127.0.0.1:{api_port}"
         with httpx.Client(base_url=base, timeout=10) as http:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
             creds = [
                 http.post("/v1/devices", headers={"X-Enrolment-Key": enrol}, json={"platform": "android"}).json()[
                     "credential"

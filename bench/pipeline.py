@@ -29,7 +29,7 @@ import uvloop
 from bench.push import _trusting
 from infra.fake_fcm import RunningFake, local_fcm
 from infra.settings import Settings
-from infra.stack import free_port, private_stack
+from infra.stack import free_port, private_stack, start_api
 from infra.worker import BoundedSender
 from notifications.push import FcmSender, PushMessage
 from notifications.queue import enqueue_events
@@ -190,26 +190,7 @@ def _latency(
     env: dict[str, str], dsn: str, fake: RunningFake, rate: int, seconds: int, per_request: int
 ) -> dict[str, Any]:
     api_port = free_port()
-    api_env = {**os.environ, **env, "PLACECAST_API_PORT": str(api_port)}
-    api = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "infra.app:create_app",
-            "--port",
-            str(api_port),
-            "--workers",
-            "2",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env=api_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    api = start_api(env, api_port, workers=2)
     workers = _workers(env, 1)
     base = f"http://127.0.0.1:{api_port}"
     with psycopg.connect(dsn) as conn:
@@ -222,12 +203,6 @@ def _latency(
         )
     try:
         with httpx.Client(base_url=base, timeout=10) as http:
-            for _ in range(300):
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             devices = [
                 http.post(
                     "/v1/devices",

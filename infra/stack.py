@@ -13,6 +13,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -271,3 +272,27 @@ def private_stack(prefix: str, *, fast_unsafe: bool = False) -> Iterator[tuple[P
         redis.stop()
         pg.destroy()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def start_api(env: dict[str, str], port: int, *, workers: int = 1, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
+    """The API as `placecast up` serves it (uvicorn, the app factory) on 127.0.0.1:`port`, returned once /health
+    answers; for tests and benchmarks. Raises with uvicorn's output if it exits or does not come up."""
+    import httpx
+
+    args = [sys.executable, "-m", "uvicorn", "--factory", "infra.app:create_app", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
+    # Its output goes to a file, not a pipe: a full pipe would stall a long-running server.
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(args, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    return process  # the child keeps its own descriptor of the (unlinked) file
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        process.kill()
+        process.wait()
+        output.seek(0)
+        said = output.read().decode(errors="replace")[-2000:]
+    raise RuntimeError(f"the API did not come up on port {port}: {said}")

@@ -25,8 +25,7 @@ from typer.testing import CliRunner
 
 from infra.cli import app as cli
 from infra.fake_fcm import local_fcm
-from infra.stack import free_port
-from tests.e2e.conftest import start_api
+from infra.stack import free_port, start_api
 from tests.e2e.ui_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,

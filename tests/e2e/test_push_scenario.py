@@ -17,8 +17,7 @@ from typer.testing import CliRunner
 from infra.cli import app as cli
 from infra.fake_fcm import RunningFake, local_fcm
 from infra.simulate import ROUTES, walk
-from infra.stack import free_port
-from tests.e2e.conftest import start_api
+from infra.stack import free_port, start_api
 from tests.e2e.ui_helpers import start_worker
 
 EXTRACT = Path(__file__).resolve().parents[1] / "data" / "osm" / "helsinki-centre.osm.pbf"

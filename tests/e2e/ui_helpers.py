@@ -1,6 +1,6 @@
 """Helpers for the browser and process tests: the arq worker process, Chromium, the map.
 
-The API process comes from `tests.e2e.conftest.start_api` (the app as `infra/run.sh` serves it, UI included).
+The API process comes from `infra.stack.start_api` (the app as `infra/run.sh` serves it, UI included).
 """
 
 from __future__ import annotations
