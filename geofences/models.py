@@ -8,6 +8,7 @@ from typing import Any
 from geoalchemy2 import Geometry
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Double,
     ForeignKey,
@@ -41,6 +42,8 @@ class Place(IdMixin, TimestampMixin, Base):
     # Footprint widened by this many metres forms the place's approach zone.
     approach_m: Mapped[float | None] = mapped_column(Double)
     properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    # Overrides of the transition model's parameters for this building (geofences/transitions.py).
+    gps_tuning: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
 
 
 class Geofence(IdMixin, TimestampMixin, Base):
@@ -109,6 +112,7 @@ class Visit(IdMixin, Base):
     __table_args__ = (
         Index("ix_visits_place_started", "place_id", "started_at"),
         Index("ix_visits_open", "device_id", "place_id", postgresql_where="ended_at IS NULL", unique=True),
+        Index("ix_visits_org_id", "organisation_id", "id"),
     )
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
@@ -126,6 +130,7 @@ class Event(IdMixin, Base):
     __table_args__ = (
         Index("ix_events_org_at", "organisation_id", "occurred_at"),
         Index("ix_events_device_at", "device_id", "occurred_at"),
+        Index("ix_events_org_id", "organisation_id", "id"),
     )
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
@@ -137,6 +142,8 @@ class Event(IdMixin, Base):
     occurred_at: Mapped[datetime]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    # The fix behind it arrived later than the organisation's limit: recorded, never pushed.
+    late: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
 
 class Outbox(IdMixin, Base):

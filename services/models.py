@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Boolean, Enum, ForeignKey, Index, String, Text, UniqueConstraint, func
+from sqlalchemy import ARRAY, BigInteger, Boolean, Enum, Integer, ForeignKey, Index, String, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -34,6 +34,10 @@ class Organisation(IdMixin, TimestampMixin, Base):
     __tablename__ = "organisations"
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(80), unique=True)
+    # Bumped in the transaction of every fence change: API processes poll it (geofences/registry.py).
+    fence_version: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # Fixes older than this at arrival make `late` events (NULL: the service's setting).
+    late_fix_after_s: Mapped[int | None] = mapped_column(Integer)
 
 
 class User(IdMixin, TimestampMixin, Base):
