@@ -314,6 +314,81 @@ def export_geojson(
         typer.echo(text)
 
 
+# ---- placecast events: what the geofence engine recorded (services/activity.py) ----
+
+
+@app.command("events")
+def events(
+    org: Annotated[str, typer.Option(help="organisation slug")] = "demo",
+    place: Annotated[int | None, typer.Option(min=1, help="only this place (id)")] = None,
+    device: Annotated[int | None, typer.Option(min=1, help="only this device (id)")] = None,
+    kind: Annotated[
+        list[str] | None, typer.Option(help="enter, exit, dwell, checkin, checkout (repeat or comma list)")
+    ] = None,
+    late: Annotated[bool | None, typer.Option("--late/--no-late", help="only late events, or only on-time")] = None,
+    since: Annotated[str | None, typer.Option(help="30m, 2h, 1d, 1w ago, or an ISO 8601 time (no zone: UTC)")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="at most this many (table: default 50; CSV: all)")] = None,
+    csv_out: Annotated[bool, typer.Option("--csv", help="CSV to stdout instead of a table")] = False,
+) -> None:
+    """The events the geofence engine recorded, newest first: a table, or CSV with --csv (streamed)."""
+    from geofences.activity import EVENT_COLUMNS, EventFilter, EventRow
+    from services import activity
+    from services.errors import DomainError
+
+    try:
+        kinds = activity.parse_kinds(kind, field="--kind")
+        start = activity.parse_since(since, field="--since") if since else None
+    except DomainError as error:
+        console.print(f"[red]{error.message}[/red]: " + "; ".join(f"{p.field}: {p.reason}" for p in error.problems))
+        raise typer.Exit(2) from error
+
+    async def work(factory: Any) -> list[EventRow]:
+        where = EventFilter(
+            organisation_id=await _org_id(factory, org),
+            place_id=place,
+            device_id=device,
+            kinds=kinds,
+            late=late,
+            start=start,
+        )
+        chunks = activity.event_chunks(factory, where, limit=limit or (None if csv_out else 50), chunk=500)
+        if csv_out:
+            async for piece in activity.csv_chunks(chunks, EVENT_COLUMNS):
+                typer.echo(piece, nl=False)
+            return []
+        return [row async for rows in chunks for row in rows]
+
+    rows = _with_session(work)
+    if not csv_out:
+        _events_table(rows)
+
+
+def _events_table(rows: list[Any]) -> None:
+    from datetime import UTC
+
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("id", "occurred (UTC)", "kind", "zone", "place", "device", "visit", "late", "received (UTC)")
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            row.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            row.kind,
+            row.zone,
+            Text(f"{row.place_name} ({row.place_id})"),  # Text: a name is never read as rich markup
+            str(row.device_id),
+            "" if row.visit_id is None else str(row.visit_id),
+            "late" if row.late else "",
+            row.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    Console().print(table)
+    console.print(f"{len(rows)} events, newest first")
+
+
+# ---- end of placecast events ----
+
+
 @app.command()
 def simulate(
     route: Annotated[list[str] | None, typer.Option(help="visitor-oodi, staff-fire-station (repeatable)")] = None,
