@@ -1,17 +1,22 @@
 """One in-memory fence index per organisation, kept fresh on every API replica.
 
-An admin change bumps `placecast:fence-version:<org>` and publishes on `placecast:fences` after
-commit. Each replica listens and also polls the version keys once a second (pub/sub messages are
-lost while Redis reconnects), rebuilds the changed organisation's index, and swaps the
-reference: queries keep using the old index until the new one is complete. Rebuilds run in a process of
-their own when the app provides one (`geofences/builder.py`), away from the GIL of the serving process.
+The truth is `organisations.fence_version` in PostgreSQL: every fence change bumps it in its own transaction
+(`services/places.py`), so a change and its version commit together or not at all. After commit the change is
+also published on `placecast:fences` in Redis: the fast path, nothing more. Each registry listens there and polls
+the versions of all the organisations it holds, in one query, once a second, so a lost message (Redis down or
+reconnecting when the admin saved) delays a replica by a second at most and a replica that starts later reads
+the same versions. A stale organisation's index is rebuilt with the version read before its rows (a change
+landing in between makes the next poll rebuild again) and the reference swapped: queries keep using the old index
+until the new one is complete. Rebuilds run in a process of their own when the app provides one
+(`geofences/builder.py`), away from the GIL of the serving process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from redis.asyncio import Redis
@@ -22,10 +27,11 @@ from geofences.index import FenceIndex
 log = structlog.get_logger(__name__)
 
 FENCE_CHANNEL = "placecast:fences"
-VERSION_KEY = "placecast:fence-version:{}"
 
 FenceRows = list[tuple[int, int, FenceSpec, float | None]]
 LoadFences = Callable[[int], Awaitable[FenceRows]]
+# organisation ids -> their fence versions (`organisations.fence_version`), in one query; missing ids count as 0
+LoadVersions = Callable[[Sequence[int]], Awaitable[dict[int, int]]]
 Rebuild = Callable[[int, int], Awaitable[FenceIndex]]  # (organisation id, version) -> index
 
 
@@ -35,23 +41,33 @@ def build_index(rows: FenceRows, version: int) -> FenceIndex:
 
 
 async def publish_fence_change(redis: Redis, organisation_id: int) -> None:
-    await redis.incr(VERSION_KEY.format(organisation_id))
+    """After commit: tells listening registries now instead of at their next poll. The version itself was bumped
+    in PostgreSQL with the change, so losing this message costs a second, never the change."""
     await redis.publish(FENCE_CHANNEL, str(organisation_id))
 
 
 class IndexRegistry:
-    """`rebuild`, when given, makes a replacement index elsewhere (`geofences.builder`: another process) while
-    the current one keeps answering; a first build, or a failed rebuild, loads and builds here in a thread."""
+    """`load_versions` reads the organisations' fence versions (PostgreSQL), `load_fences` their fences; `redis`
+    only carries the change messages. `rebuild`, when given, makes a replacement index elsewhere
+    (`geofences.builder`: another process) while the current one keeps answering; a first build, or a failed
+    rebuild, loads and builds here in a thread."""
 
     def __init__(
-        self, redis: Redis, load_fences: LoadFences, poll_interval_s: float = 1.0, rebuild: Rebuild | None = None
+        self,
+        redis: Redis,
+        load_fences: LoadFences,
+        load_versions: LoadVersions,
+        poll_interval_s: float = 1.0,
+        rebuild: Rebuild | None = None,
     ) -> None:
         self._redis = redis
         self._load = load_fences
+        self._load_versions = load_versions
         self._rebuild = rebuild
         self._poll_interval_s = poll_interval_s
         self._indexes: dict[int, FenceIndex] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._refreshing: dict[int, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def get(self, organisation_id: int) -> FenceIndex:
@@ -61,8 +77,7 @@ class IndexRegistry:
         return index
 
     async def _version(self, organisation_id: int) -> int:
-        raw = await self._redis.get(VERSION_KEY.format(organisation_id))
-        return int(raw or 0)
+        return (await self._load_versions([organisation_id])).get(organisation_id, 0)
 
     async def refresh(self, organisation_id: int) -> FenceIndex:
         lock = self._locks.setdefault(organisation_id, asyncio.Lock())
@@ -101,6 +116,33 @@ class IndexRegistry:
         except Exception:
             log.exception("fence_index_refresh_failed", organisation_id=organisation_id)
 
+    def _schedule(self, organisation_id: int) -> None:
+        """Refresh in the background: a long rebuild of one organisation never delays the others' polls. A refresh
+        already running read its version first; if that was too early, the next poll schedules another."""
+        running = self._refreshing.get(organisation_id)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self._refresh_quietly(organisation_id))
+        self._refreshing[organisation_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._refreshing.get(organisation_id) is done:
+                del self._refreshing[organisation_id]
+
+        task.add_done_callback(forget)
+
+    async def check(self) -> list[int]:
+        """One query for the versions of every organisation held here; those that moved are refreshed in the
+        background. Returns them."""
+        held = list(self._indexes)
+        if not held:
+            return []
+        versions = await self._load_versions(held)
+        stale = [o for o in held if versions.get(o, 0) != self._indexes[o].version]
+        for organisation_id in stale:
+            self._schedule(organisation_id)
+        return stale
+
     async def _listen(self) -> None:
         while True:
             try:
@@ -110,7 +152,7 @@ class IndexRegistry:
                     if message.get("type") == "message":
                         organisation_id = int(message["data"])
                         if organisation_id in self._indexes:
-                            await self._refresh_quietly(organisation_id)
+                            self._schedule(organisation_id)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -118,23 +160,24 @@ class IndexRegistry:
                 await asyncio.sleep(1)
 
     async def _poll(self) -> None:
+        """PostgreSQL's versions every `poll_interval_s`, measured from the start of one check to the next."""
         while True:
-            await asyncio.sleep(self._poll_interval_s)
-            for organisation_id, index in list(self._indexes.items()):
-                try:
-                    if await self._version(organisation_id) != index.version:
-                        await self._refresh_quietly(organisation_id)
-                except Exception as error:
-                    log.warning("fence_version_poll_failed", error=repr(error)[:200])
-                    break
+            started = time.monotonic()
+            try:
+                await self.check()
+            except Exception as error:
+                log.warning("fence_version_poll_failed", error=repr(error)[:200])
+            await asyncio.sleep(max(0.0, self._poll_interval_s - (time.monotonic() - started)))
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = self._tasks + list(self._refreshing.values())
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        self._refreshing = {}

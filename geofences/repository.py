@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from geoalchemy2.shape import from_shape, to_shape
 from shapely import from_wkb
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from geofences.domain import BBox, FenceSpec, PlaceRecord, PlaceSpec
@@ -38,6 +39,35 @@ def _fence_row(organisation_id: int, place_id: int, fence: FenceSpec) -> dict[st
         "geom": from_shape(fence.geometry, srid=4326),
         "radius_m": fence.radius_m if fence.kind == "circle" else None,
     }
+
+
+# Coordinates closer than this (degrees, ~0.1 mm) are the same vertex: a map client's round trip through floats.
+SAME_VERTEX_DEG = 1e-9
+
+
+def same_fence(kind: str, geom: Any, radius_m: float | None, fence: FenceSpec) -> bool:
+    """A stored fence (kind, shapely geometry, radius) is `fence`: same kind, vertices and radius."""
+    if kind != fence.kind:
+        return False
+    if kind == "circle" and not (
+        radius_m is not None and fence.radius_m is not None and abs(radius_m - fence.radius_m) <= 1e-9
+    ):
+        return False
+    return bool(geom.geom_type == fence.geometry.geom_type and geom.equals_exact(fence.geometry, SAME_VERTEX_DEG))
+
+
+@dataclass(frozen=True, slots=True)
+class FenceSync:
+    """What `sync_fences` did: `fence_ids[i]` holds `fences[i]`; `changed` is False when no row was written."""
+
+    fence_ids: list[int]
+    updated: int = 0
+    inserted: int = 0
+    deleted: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.updated or self.inserted or self.deleted)
 
 
 class PlaceRepository:
@@ -78,9 +108,54 @@ class PlaceRepository:
         )
         return result.scalar_one_or_none() is not None
 
-    async def replace_fences(self, organisation_id: int, place_id: int, fences: Sequence[FenceSpec]) -> list[int]:
-        await self.session.execute(delete(Geofence).where(Geofence.place_id == place_id))
-        return await self._insert_fences(organisation_id, place_id, fences)
+    async def sync_fences(self, organisation_id: int, place_id: int, fences: Sequence[FenceSpec]) -> FenceSync:
+        """Make the place's fences `fences` while keeping the identity of every fence that stays.
+
+        Device state and events refer to fence ids, so a fence that did not change keeps its row untouched
+        (no fresh "enter" for the devices inside it), a changed one is updated in place (devices inside get
+        an exit or stay, by the normal rules), and only extra fences are inserted or left-over ones deleted.
+        Unchanged fences are matched first, whatever their order; the rest pair up in order.
+        """
+        stored = (
+            await self.session.execute(
+                select(Geofence.id, Geofence.kind, Geofence.geom, Geofence.radius_m)
+                .where(Geofence.place_id == place_id, Geofence.organisation_id == organisation_id)
+                .order_by(Geofence.id)
+            )
+        ).all()
+        old = [(row.id, row.kind, to_shape(row.geom), row.radius_m) for row in stored]
+        ids: list[int | None] = [None] * len(fences)
+        for position, fence in enumerate(fences):
+            match = next((o for o in old if same_fence(o[1], o[2], o[3], fence)), None)
+            if match is not None:
+                ids[position] = match[0]
+                old.remove(match)
+        changed = [position for position, fence_id in enumerate(ids) if fence_id is None]
+        updated = 0
+        for position, (fence_id, *_) in zip(changed, old, strict=False):
+            values = _fence_row(organisation_id, place_id, fences[position])
+            await self.session.execute(
+                update(Geofence)
+                .where(Geofence.id == fence_id)
+                .values(kind=values["kind"], geom=values["geom"], radius_m=values["radius_m"], updated_at=func.now())
+            )
+            ids[position] = fence_id
+            updated += 1
+        extra = changed[updated:]
+        new_ids = await self._insert_fences(organisation_id, place_id, [fences[p] for p in extra])
+        for position, fence_id in zip(extra, new_ids, strict=True):
+            ids[position] = fence_id
+        left_over = [o[0] for o in old[updated:]]
+        if left_over:
+            await self.session.execute(delete(Geofence).where(Geofence.id.in_(left_over)))
+        return FenceSync([i for i in ids if i is not None], updated, len(new_ids), len(left_over))
+
+    async def approach_m(self, organisation_id: int, place_id: int) -> float | None:
+        return (
+            await self.session.execute(
+                select(Place.approach_m).where(Place.id == place_id, Place.organisation_id == organisation_id)
+            )
+        ).scalar_one_or_none()
 
     async def exists(self, organisation_id: int, place_id: int) -> bool:
         found = await self.session.execute(
@@ -174,6 +249,22 @@ class PlaceRepository:
     async def fences_for_index(self, organisation_id: int) -> list[tuple[int, int, FenceSpec, float | None]]:
         """Every fence of the organisation with its place's approach distance, for the in-memory index."""
         return fence_rows(await self.session.execute(fences_for_index_query(organisation_id)))
+
+
+async def bump_fence_version(session: AsyncSession, organisation_id: int) -> None:
+    """In the transaction of a fence change: every API process's index registry polls this version."""
+    await session.execute(
+        text("UPDATE organisations SET fence_version = fence_version + 1 WHERE id = :o"), {"o": organisation_id}
+    )
+
+
+async def fence_versions(session: AsyncSession, organisation_ids: Iterable[int]) -> dict[int, int]:
+    """The fence version of each organisation, in one query (a deleted organisation is left out)."""
+    rows = await session.execute(
+        text("SELECT id, fence_version FROM organisations WHERE id = ANY(CAST(:ids AS bigint[]))"),
+        {"ids": list(organisation_ids)},
+    )
+    return {int(r.id): int(r.fence_version) for r in rows}
 
 
 def fences_for_index_query(organisation_id: int) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from arq import create_pool
@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from geofences.builder import ProcessIndexBuilder
 from geofences.registry import FenceRows, IndexRegistry, publish_fence_change
-from geofences.repository import PlaceRepository
+from geofences.repository import PlaceRepository, fence_versions
 from infra.db import make_engine, make_session_factory
 from infra.http import BodyLimitMiddleware, ORJSONResponse, install_error_handlers
 from infra.logging import configure_logging
@@ -48,7 +48,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with index_sessions() as session:
                 return await PlaceRepository(session).fences_for_index(organisation_id)
 
+        async def load_versions(organisation_ids: Sequence[int]) -> dict[int, int]:
+            async with index_sessions() as session:
+                return await fence_versions(session, organisation_ids)
+
         async def fences_changed(organisation_id: int) -> None:
+            """After commit, the fast path only: the version was bumped in PostgreSQL with the change."""
             await publish_fence_change(redis, organisation_id)
 
         async def events_recorded(organisation_id: int, event_ids: list[int]) -> None:
@@ -61,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.events_recorded = events_recorded
         builder = ProcessIndexBuilder(settings.sync_database_url)
         builder.start()
-        app.state.indexes = IndexRegistry(redis, load_fences, rebuild=builder.build)
+        app.state.indexes = IndexRegistry(redis, load_fences, load_versions, rebuild=builder.build)
         app.state.indexes.start()
         app.state.credentials = CredentialCache()
         try:

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from geofences.domain import BBox, PlaceRecord, PlaceSpec
-from geofences.repository import PlaceRepository
+from geofences.repository import PlaceRepository, bump_fence_version
 from services.audit import record_audit
 from services.errors import NotFound
 from services.uow import UnitOfWork
@@ -14,8 +14,11 @@ from services.uow import UnitOfWork
 FencesChanged = Callable[[int], Awaitable[None]]
 
 
-def _notify(uow: UnitOfWork, organisation_id: int, fences_changed: FencesChanged | None) -> None:
-    """Every replica's in-memory index is refreshed once the change is committed."""
+async def _fences_changed(uow: UnitOfWork, organisation_id: int, fences_changed: FencesChanged | None) -> None:
+    """Every API process's in-memory index follows the change: the organisation's fence version is bumped in this
+    transaction (each registry polls it, geofences/registry.py), and `fences_changed` (a Redis message, the fast
+    path) runs once the change is committed; losing the message only makes a replica notice it at its next poll."""
+    await bump_fence_version(uow.session, organisation_id)
     if fences_changed is not None:
         uow.after_commit(lambda: fences_changed(organisation_id))
 
@@ -39,7 +42,7 @@ async def create_place(
         entity_id=place_id,
         details={"name": spec.name},
     )
-    _notify(uow, organisation_id, fences_changed)
+    await _fences_changed(uow, organisation_id, fences_changed)
     return await get_place(uow, organisation_id=organisation_id, place_id=place_id)
 
 
@@ -77,11 +80,13 @@ async def update_place(
     fences: list[Any] | None = None,
     fences_changed: FencesChanged | None = None,
 ) -> PlaceRecord:
+    """`fences`, when given, is the place's whole list (the map UI sends it even for a rename): fences that did not
+    change keep their ids and rows untouched, changed ones are updated in place (`PlaceRepository.sync_fences`)."""
     places = PlaceRepository(uow.session)
+    approach_before = await places.approach_m(organisation_id, place_id) if "approach_m" in changes else None
     if not await places.update(organisation_id, place_id, changes):
         raise NotFound(f"place {place_id} not found")
-    if fences is not None:
-        await places.replace_fences(organisation_id, place_id, fences)
+    fences_moved = fences is not None and (await places.sync_fences(organisation_id, place_id, fences)).changed
     await record_audit(
         uow.session,
         organisation_id=organisation_id,
@@ -89,10 +94,10 @@ async def update_place(
         action="update",
         entity="place",
         entity_id=place_id,
-        details={"fields": sorted(changes), "fences_replaced": fences is not None},
+        details={"fields": sorted(changes), "fences_changed": fences_moved},
     )
-    if fences is not None or "approach_m" in changes:
-        _notify(uow, organisation_id, fences_changed)
+    if fences_moved or ("approach_m" in changes and changes["approach_m"] != approach_before):
+        await _fences_changed(uow, organisation_id, fences_changed)
     return await get_place(uow, organisation_id=organisation_id, place_id=place_id)
 
 
@@ -114,7 +119,7 @@ async def delete_place(
         entity="place",
         entity_id=place_id,
     )
-    _notify(uow, organisation_id, fences_changed)
+    await _fences_changed(uow, organisation_id, fences_changed)
 
 
 async def upsert_places(
@@ -125,15 +130,19 @@ async def upsert_places(
     specs: Iterable[PlaceSpec],
     fences_changed: FencesChanged | None = None,
 ) -> tuple[int, int]:
-    """Create or update places by external ref (an OSM id, a GeoJSON feature id): imports are idempotent."""
+    """Create or update places by external ref (an OSM id, a GeoJSON feature id): imports are idempotent, and a
+    re-import keeps the ids of the fences it did not change (no fresh enters for the devices inside them)."""
     places = PlaceRepository(uow.session)
     created = updated = 0
+    fences_moved = False
     for spec in specs:
         existing = await places.find_by_external_ref(organisation_id, spec.external_ref) if spec.external_ref else None
         if existing is None:
             await places.add(organisation_id, spec)
             created += 1
+            fences_moved = True
         else:
+            approach_before = await places.approach_m(organisation_id, existing)
             values = {
                 "name": spec.name,
                 "kind": spec.kind,
@@ -144,7 +153,8 @@ async def upsert_places(
                 "properties": spec.properties,
             }
             await places.update(organisation_id, existing, values)
-            await places.replace_fences(organisation_id, existing, spec.fences)
+            synced = await places.sync_fences(organisation_id, existing, spec.fences)
+            fences_moved = fences_moved or synced.changed or spec.approach_m != approach_before
             updated += 1
     await record_audit(
         uow.session,
@@ -154,7 +164,8 @@ async def upsert_places(
         entity="place",
         details={"created": created, "updated": updated},
     )
-    _notify(uow, organisation_id, fences_changed)
+    if fences_moved:
+        await _fences_changed(uow, organisation_id, fences_changed)
     return created, updated
 
 

@@ -8,7 +8,7 @@ Events and their outbox rows are written in the same transaction as the fixes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -147,10 +147,14 @@ SAVE_STATE = "UPDATE device_states SET state = $2::jsonb, updated_at = now() WHE
 INSERT_EVENTS = text("""
 WITH inserted AS (
     INSERT INTO events (organisation_id, device_id, place_id, fence_id, kind, zone, occurred_at)
-    SELECT :org, :device, g.place_id, g.id, e.kind, e.zone, e.at
-    FROM unnest(CAST(:fence AS bigint[]), CAST(:kind AS text[]), CAST(:zone AS text[]),
-                CAST(:at AS timestamptz[])) WITH ORDINALITY AS e(fence_id, kind, zone, at, n)
-    JOIN geofences g ON g.id = e.fence_id AND g.organisation_id = :org
+    SELECT :org, :device, COALESCE(g.place_id, p.id), g.id, e.kind, e.zone, e.at
+    FROM unnest(CAST(:fence AS bigint[]), CAST(:place AS bigint[]), CAST(:kind AS text[]), CAST(:zone AS text[]),
+                CAST(:at AS timestamptz[])) WITH ORDINALITY AS e(fence_id, place_id, kind, zone, at, n)
+    LEFT JOIN geofences g ON g.id = e.fence_id AND g.organisation_id = :org
+    LEFT JOIN places p ON p.id = e.place_id AND p.organisation_id = :org
+    -- A fence removed since the device entered it still gets its exit, with the remembered place (see
+    -- `state_places`) and no fence; nothing is recorded for a place that is gone.
+    WHERE g.id IS NOT NULL OR (e.kind = 'exit' AND p.id IS NOT NULL)
     ORDER BY e.n
     RETURNING id, kind, place_id, fence_id, zone, occurred_at
 )
@@ -309,9 +313,12 @@ async def record_fixes(
     )
     if raw_state is None:
         raise NotFound("device not found (erased?)")
-    state = load_state(orjson.loads(raw_state) if isinstance(raw_state, str | bytes) else raw_state)
+    raw = orjson.loads(raw_state) if isinstance(raw_state, str | bytes) else raw_state
+    state = load_state(raw)
     new_state, transitions = run_transitions(index, state, fixes, config)
-    await driver.execute(SAVE_STATE, device.device_id, orjson.dumps(dump_state(new_state)).decode())
+    places = await state_places(session, raw, new_state)
+    saved = with_places(dump_state(new_state), new_state, places)
+    await driver.execute(SAVE_STATE, device.device_id, orjson.dumps(saved).decode())
     if not transitions:
         return FixOutcome(accepted=len(fixes))
     rows = (
@@ -321,6 +328,7 @@ async def record_fixes(
                 "org": device.organisation_id,
                 "device": device.device_id,
                 "fence": [t.key[0] for t in transitions],
+                "place": [places.get(t.key[0]) for t in transitions],
                 "kind": [t.kind for t in transitions],
                 "zone": [ZONES[t.key[1]] for t in transitions],
                 "at": [datetime.fromtimestamp(t.ts, UTC) for t in transitions],
@@ -343,3 +351,29 @@ async def _fence_places(session: AsyncSession, fence_ids: list[int]) -> dict[int
         text("SELECT id, place_id FROM geofences WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": fence_ids}
     )
     return {int(r.id): int(r.place_id) for r in rows}
+
+
+# ---- the place of every fence in a device's state, so that an exit outlives its fence ----
+#
+# An admin may remove a fence while devices are inside it. The index no longer knows it, so the transition rules
+# exit it like any other zone (it is infinitely far), but its row is gone: the state therefore keeps the place of
+# each fence it holds under "places" ({"<fence_id>": place_id}, beside what `dump_state` writes), and INSERT_EVENTS
+# records such an exit with that place and no fence.
+
+PLACES_KEY = "places"
+
+
+async def state_places(session: AsyncSession, raw: Mapping[str, Any], state: DeviceState[ZoneKey]) -> dict[int, int]:
+    """Fence id -> place id for the fences of the state as stored (`raw`) and of `state` (after this batch): the
+    remembered ones, and the others from `geofences` (queried only when a fence is new to the state)."""
+    places = {int(f): int(p) for f, p in (raw.get(PLACES_KEY) or {}).items()}
+    missing = list({f for f, _ in state.fences} - places.keys())
+    if missing:
+        places.update(await _fence_places(session, missing))
+    return places
+
+
+def with_places(dumped: dict[str, Any], state: DeviceState[ZoneKey], places: Mapping[int, int]) -> dict[str, Any]:
+    """`dump_state`'s JSON plus the places of the fences `state` still holds."""
+    held = {f for f, _ in state.fences}
+    return {**dumped, PLACES_KEY: {str(f): p for f, p in places.items() if f in held}}

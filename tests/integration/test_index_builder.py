@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from geofences.builder import ProcessIndexBuilder
 from geofences.index import FenceIndex
-from geofences.registry import IndexRegistry, build_index, publish_fence_change
-from geofences.repository import PlaceRepository
+from geofences.registry import IndexRegistry, build_index
+from geofences.repository import PlaceRepository, bump_fence_version, fence_versions
 from tests.world import FAR_OUTSIDE, INSIDE, World
 
 
 async def load(app, organisation_id: int):
     async with app.state.session_factory() as session:
         return await PlaceRepository(session).fences_for_index(organisation_id)
+
+
+async def versions(app, organisation_ids: Sequence[int]) -> dict[int, int]:
+    async with app.state.session_factory() as session:
+        return await fence_versions(session, organisation_ids)
+
+
+async def bump(app, organisation_id: int) -> None:
+    async with app.state.session_factory() as session, session.begin():
+        await bump_fence_version(session, organisation_id)
 
 
 async def test_the_builder_process_builds_what_a_build_here_would(app, world: World) -> None:
@@ -40,15 +51,15 @@ async def test_a_change_is_rebuilt_elsewhere_and_a_failed_rebuild_falls_back_to_
             raise RuntimeError("builder process gone")
         return build_index(await load(app, organisation_id), version)
 
-    registry = IndexRegistry(app.state.redis, lambda o: load(app, o), rebuild=rebuild)
+    registry = IndexRegistry(app.state.redis, lambda o: load(app, o), lambda o: versions(app, o), rebuild=rebuild)
     first = await registry.get(world.organisation_id)
     assert calls == []  # the first build has no index to answer meanwhile: here
 
-    await publish_fence_change(app.state.redis, world.organisation_id)
+    await bump(app, world.organisation_id)
     second = await registry.refresh(world.organisation_id)
     assert calls == [(world.organisation_id, second.version)] and second.version == first.version + 1
 
-    await publish_fence_change(app.state.redis, world.organisation_id)
+    await bump(app, world.organisation_id)
     third = await registry.refresh(world.organisation_id)
     assert len(calls) == 2 and third.version == second.version + 1  # built here after all
     assert third.query(*INSIDE)
