@@ -15,6 +15,17 @@ refined in numpy: each polygon's edges (all rings, all parts) are stored padded 
 width, so the even-odd crossing test or the distance to the edges of thousands of candidates is a
 handful of array operations, ~4x cheaper per candidate than GEOS `contains_xy`.
 
+The boundary counts as inside, as in `ST_Intersects`: a point exactly on a vertex or an edge (of
+the shell or of a hole) is in the fence, and so is a point exactly `radius_m` from a circle's centre.
+The crossing test alone calls about half of the boundary outside; the candidates it calls outside
+are checked for an edge through the point (within `_ON_EDGE_M`, far above the projection's rounding),
+which costs one extra array operation for fixes that are inside their candidates.
+
+Longitude ±180° is no seam: the plane is not wrapped, but where fences (circles, approach zones, a
+polygon drawn up to the line) reach past it, points near the line are also looked up at their
+longitude ±360°, and distances take the point on the fence's side of the line. Polygons themselves
+never cross it: validation refuses an edge spanning more than 180° of longitude.
+
 Immutable after `build`: build a new index beside the old one and swap the reference.
 """
 
@@ -39,6 +50,12 @@ _MIN_WIDTH = 8
 _CHUNK_CELLS = 1 << 17  # candidate x edge cells per numpy pass; bounds temporaries to a few MB
 _CELL_BUDGET = 1 << 21  # cells of the finest grid: caps its table at 16 MB
 _SLACK_DEG = 1e-7  # ~1 cm: candidate boxes err on the side of too many, never too few
+# A point this near an edge (plane metres) is on it: projecting lon/lat rounds by ~1e-8 m at most.
+_ON_EDGE_M = 1e-6
+# Candidates the crossing test calls outside get the exact boundary check only if an edge crosses the
+# point's scan line this near it (generous: near-horizontal edges amplify rounding along x).
+_NEAR_EDGE_M = 1e-3
+_TURN = np.array([360.0, 0.0])  # lon/lat + _TURN: the same place, once round the globe eastwards
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -83,14 +100,29 @@ class _EdgeBucket:
         self.x1, self.y1, self.x2, self.y2 = x1, y1, x2, y2
         self.width = x1.shape[1]
 
-    def contains(self, rows: IntArray, x: FloatArray, y: FloatArray) -> BoolArray:
+    def contains(self, rows: IntArray, x: FloatArray, y: FloatArray, boundary: bool = True) -> BoolArray:
+        """Inside or on the boundary: the even-odd crossing test, then a boundary check where it says outside
+        (left to the caller with `boundary=False`)."""
         px, py = x[:, None], y[:, None]
         y1, y2 = self.y1[rows], self.y2[rows]
         crosses = (y1 > py) != (y2 > py)
         with np.errstate(divide="ignore", invalid="ignore"):
             x1 = self.x1[rows]
-            crosses &= px < x1 + (py - y1) * (self.x2[rows] - x1) / (y2 - y1)
-        return np.asarray(np.count_nonzero(crosses, axis=1) % 2 == 1)
+            rise = py - y1
+            across = x1 + rise * (self.x2[rows] - x1) / (y2 - y1)  # where the edge's line meets the scan line
+        crosses &= px < across
+        inside = np.asarray(np.count_nonzero(crosses, axis=1) % 2 == 1)
+        if not boundary or inside.all():  # the common case pays one operation for the boundary
+            return inside
+        # The crossing test answers for a point just right of (and above) this one, so it calls points on
+        # right-hand and top edges, and on some vertices, outside. A point on the boundary has an edge line
+        # crossing its scan line right at it, or an edge starting at its height (a vertex, a horizontal
+        # edge): projecting keeps equal coordinates equal, so those are exact. Confirm by distance.
+        maybe = ~inside & ((np.abs(across - px) <= _NEAR_EDGE_M) | (rise == 0)).any(axis=1)
+        if maybe.any():
+            near = np.flatnonzero(maybe)
+            inside[near] = self.distance(rows[near], x[near], y[near], np.ones(near.size)) <= _ON_EDGE_M
+        return inside
 
     def distance(self, rows: IntArray, x: FloatArray, y: FloatArray, x_scale: FloatArray) -> FloatArray:
         sx = x_scale[:, None]
@@ -116,6 +148,35 @@ def _usable(entries: list[FenceEntry]) -> BoolArray:
     circle_ok = (kinds == "circle") & (type_id == 0) & np.isfinite(radius) & (radius > 0)
     polygon_ok = (kinds == "polygon") & ((type_id == 3) | (type_id == 6))
     return np.asarray(finite & (type_id >= 0) & ~shapely.is_empty(geoms) & (circle_ok | polygon_ok))
+
+
+def _joined_across_the_line(geoms: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+    """Fences in parts on both sides of ±180° (a MultiPolygon split at the line, as validation asks) with
+    the parts on one side moved by 360°: one compact shape reaching past the line, whose box covers it
+    rather than a band round the world. Points near the line are looked up past it, so hits do not change."""
+    bounds = shapely.bounds(geoms).reshape(-1, 4)
+    wide = np.flatnonzero(bounds[:, 2] - bounds[:, 0] > 180.0)  # never an ordinary fence: a loop is fine
+    if not wide.size:
+        return geoms
+    geoms = geoms.copy()
+    for i in wide.tolist():
+        if not isinstance(geoms[i], shapely.MultiPolygon):
+            continue  # one polygon that wide goes round a pole: nothing to join
+        parts = shapely.get_parts(geoms[i])
+        part_bounds = shapely.bounds(parts)
+        centres = (part_bounds[:, 0] + part_bounds[:, 2]) / 2
+        ordered = np.sort(centres)
+        gaps = np.diff(ordered)
+        cut = int(np.argmax(gaps))
+        if gaps[cut] <= ordered[0] + 360.0 - ordered[-1]:  # already most compact as drawn
+            continue
+        geoms[i] = shapely.MultiPolygon(
+            [
+                shapely.transform(part, lambda xy: xy + _TURN) if c <= ordered[cut] else part
+                for part, c in zip(parts, centres, strict=True)
+            ]
+        )
+    return geoms
 
 
 def _edges(polygons: npt.NDArray[np.object_], project: _Projection) -> list[npt.NDArray[np.generic]]:
@@ -272,7 +333,7 @@ class FenceIndex:
         self._place_ids = np.array([e[1] for e in entries], dtype=np.int64)
         self._circle = np.array([e[2].kind == "circle" for e in entries], dtype=np.bool_)
         self._approach = approach  # NaN where the place has no approach zone
-        geoms = np.array([e[2].geometry for e in entries] or [None], dtype=object)[:n]
+        geoms = _joined_across_the_line(np.array([e[2].geometry for e in entries] or [None], dtype=object)[:n])
         bounds = shapely.bounds(geoms).reshape(n, 4)
         centre_lon, centre_lat = (bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2
         self._project = _Projection(*(float(np.mean(c)) if n else 0.0 for c in (centre_lon, centre_lat)))
@@ -324,14 +385,22 @@ class FenceIndex:
         return int(sum(a.nbytes for a in arrays))
 
     def _envelopes(self, bounds: FloatArray) -> FloatArray:
-        """Projected boxes, each widened to cover its circle and its approach zone."""
+        """Projected boxes, each widened to cover its circle and its approach zone; notes how far they
+        reach in longitude."""
         reach = np.where(self._circle, self._radius, 0.0) + np.nan_to_num(self._approach)
         half_lat = np.degrees(reach / EARTH_RADIUS_M) + _SLACK_DEG
         # A spherical cap reaches asin(sin(d)/cos(lat)) in longitude; a pole inside it reaches all.
         ratio = np.sin(np.minimum(reach / EARTH_RADIUS_M, math.pi / 2)) / np.cos(np.radians(self._centre_lat))
         half_lon = np.where(ratio < 1, np.degrees(np.arcsin(np.minimum(ratio, 1.0))), 180.0) + _SLACK_DEG
-        x0, y0 = self._project(bounds[:, 0] - half_lon, bounds[:, 1] - half_lat)
-        x1, y1 = self._project(bounds[:, 2] + half_lon, bounds[:, 3] + half_lat)
+        lon0, lon1 = bounds[:, 0] - half_lon, bounds[:, 2] + half_lon
+        # Boxes reaching past ±180° (circles, approach zones, polygons drawn up to the line): points in
+        # [-180, wrap_east] are looked up at lon + 360 too, points in [wrap_west, 180] at lon - 360.
+        self._lon_lo = float(lon0.min()) if lon0.size else math.inf
+        self._lon_hi = float(lon1.max()) if lon1.size else -math.inf
+        self._wrap_east, self._wrap_west = self._lon_hi - 360.0, self._lon_lo + 360.0
+        self._wraps = self._lon_hi > 180.0 or self._lon_lo < -180.0
+        x0, y0 = self._project(lon0, bounds[:, 1] - half_lat)
+        x1, y1 = self._project(lon1, bounds[:, 3] + half_lat)
         return np.stack([x0, y0, x1, y1], axis=1)
 
     def _items_of(self, fence_ids: npt.ArrayLike) -> IntArray:
@@ -359,39 +428,59 @@ class FenceIndex:
         inside = self._per_bucket(items, lambda bucket, rows, c: bucket.contains(rows, x[c], y[c]))
         return np.asarray(inside == 1.0)
 
-    def _polygon_distance(self, items: IntArray, x: FloatArray, y: FloatArray) -> FloatArray:
-        """Local-frame metres to the polygon, 0 inside."""
+    def _polygon_distance(self, items: IntArray, x: FloatArray, y: FloatArray, outside: bool) -> FloatArray:
+        """Local-frame metres to the polygon, 0 inside; `outside`: the caller has found the points outside."""
 
         def test(bucket: _EdgeBucket, rows: IntArray, c: IntArray) -> FloatArray:
             edges = bucket.distance(rows, x[c], y[c], self._x_scale[items[c]])
-            return np.where(bucket.contains(rows, x[c], y[c]), 0.0, edges)
+            if outside:
+                return edges
+            inside = bucket.contains(rows, x[c], y[c], boundary=False) | (edges <= _ON_EDGE_M)
+            return np.where(inside, 0.0, edges)
 
         return self._per_bucket(items, test)
 
-    def _building_distance(self, items: IntArray, lons: FloatArray, lats: FloatArray) -> FloatArray:
-        x, y = self._project(lons, lats)
+    def _beside(self, items: IntArray, lons: FloatArray, lats: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Points projected on each fence's side of ±180°: longitudes moved by whole turns to within 180° of
+        the fence's centre (unchanged for any point less than half the globe away)."""
+        return self._project(lons + 360.0 * np.rint((self._centre_lon[items] - lons) * (1 / 360.0)), lats)
+
+    def _building_distance(
+        self, items: IntArray, lons: FloatArray, lats: FloatArray, x: FloatArray, y: FloatArray, outside: bool = False
+    ) -> FloatArray:
+        """Metres to each item's building zone; circles by haversine on (lons, lats), polygons in the
+        plane at (x, y), which must be the point on the fence's side of ±180°. `outside`: the points are
+        known to be outside their buildings (saves polygons the containment test)."""
         out = np.zeros(items.size, dtype=np.float64)
         circle = self._circle[items]
         ci, pi = np.flatnonzero(circle), np.flatnonzero(~circle)
-        centre = haversine_m(self._centre_lon[items[ci]], self._centre_lat[items[ci]], lons[ci], lats[ci])
-        out[ci] = np.maximum(centre - self._radius[items[ci]], 0.0)
-        out[pi] = self._polygon_distance(items[pi], x[pi], y[pi])
+        if ci.size:  # most fences are polygons: spare them the trigonometry of nothing
+            centre = haversine_m(self._centre_lon[items[ci]], self._centre_lat[items[ci]], lons[ci], lats[ci])
+            out[ci] = np.maximum(centre - self._radius[items[ci]], 0.0)
+        if pi.size:
+            out[pi] = self._polygon_distance(items[pi], x[pi], y[pi], outside)
         return out
 
     def _refine(
         self, fix: IntArray, item: IntArray, lons: FloatArray, lats: FloatArray, x: FloatArray, y: FloatArray
     ) -> tuple[IntArray, IntArray, npt.NDArray[np.int8]]:
-        """Of the candidate (fix, item) pairs, the zones that contain the fix: (fix, item, zone) by fix."""
+        """Of the candidate (fix, item) pairs, the zones that contain the fix: (fix, item, zone) by fix.
+
+        `lons`, `lats` are the fixes as given (circles); `x`, `y` the fixes projected on the side of ±180°
+        their candidates were found on (polygons)."""
         building = np.zeros(fix.size, dtype=np.bool_)
         circle = self._circle[item]
         ci, pi = np.flatnonzero(circle), np.flatnonzero(~circle)
-        centre = haversine_m(self._centre_lon[item[ci]], self._centre_lat[item[ci]], lons[fix[ci]], lats[fix[ci]])
-        building[ci] = centre <= self._radius[item[ci]]
-        building[pi] = self._polygon_contains(item[pi], x[fix[pi]], y[fix[pi]])
+        if ci.size:
+            centre = haversine_m(self._centre_lon[item[ci]], self._centre_lat[item[ci]], lons[fix[ci]], lats[fix[ci]])
+            building[ci] = centre <= self._radius[item[ci]]
+        if pi.size:
+            building[pi] = self._polygon_contains(item[pi], x[fix[pi]], y[fix[pi]])
         approach = building & ~np.isnan(self._approach[item])
         near = np.flatnonzero(~building & ~np.isnan(self._approach[item]))
         if near.size:
-            distance = self._building_distance(item[near], lons[fix[near]], lats[fix[near]])
+            at = fix[near]
+            distance = self._building_distance(item[near], lons[at], lats[at], x[at], y[at], outside=True)
             approach[near] = distance <= self._approach[item[near]]
         fixes = np.concatenate([fix[building], fix[approach]])
         items = np.concatenate([item[building], item[approach]])
@@ -402,11 +491,35 @@ class FenceIndex:
     def query_bulk(self, lons: npt.ArrayLike, lats: npt.ArrayLike) -> ZoneHits:
         """Every (fix, zone) containment pair; non-finite coordinates match nothing."""
         lon_arr, lat_arr = np.atleast_1d(np.asarray(lons, np.float64)), np.atleast_1d(np.asarray(lats, np.float64))
-        x, y = self._project(lon_arr, lat_arr)
+        fixes, items, zones = self._bulk(lon_arr, lat_arr)
+        return ZoneHits(fixes, self._fence_ids[items], zones)
+
+    def _bulk(self, lons: FloatArray, lats: FloatArray) -> tuple[IntArray, IntArray, npt.NDArray[np.int8]]:
+        """(fix, item, zone) of every containment, ordered by fix."""
+        x, y = self._project(lons, lats)
         finite = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
         point, item = self._grid.candidates(x[finite], y[finite])
-        fixes, items, zones = self._refine(finite[point], item, lon_arr, lat_arr, x, y)
-        return ZoneHits(fixes, self._fence_ids[items], zones)
+        if not self._wraps:
+            return self._refine(finite[point], item, lons, lats, x, y)
+        # Fences reach past ±180°: fixes near the line are looked up on its other side as well, as extra
+        # rows after the fixes; `origin` maps every row to its fix.
+        east = finite[(lons[finite] >= -180.0) & (lons[finite] <= self._wrap_east)]
+        west = finite[(lons[finite] <= 180.0) & (lons[finite] >= self._wrap_west)]
+        origin = np.concatenate([np.arange(lons.size), east, west])
+        other_lon = np.concatenate([lons[east] + 360.0, lons[west] - 360.0])
+        other_x, other_y = self._project(other_lon, lats[origin[lons.size :]])
+        other_point, other_item = self._grid.candidates(other_x, other_y)
+        row = np.concatenate([finite[point], lons.size + other_point])
+        item = np.concatenate([item, other_item])
+        # A circle around a pole reaches all the way round: count it once per fix.
+        _, first = np.unique(origin[row] * max(len(self), 1) + item, return_index=True)
+        row, item = row[first], item[first]
+        rows, items, zones = self._refine(
+            row, item, lons[origin], lats[origin], np.concatenate([x, other_x]), np.concatenate([y, other_y])
+        )
+        fixes = origin[rows]
+        order = np.argsort(fixes, kind="stable")
+        return fixes[order], items[order], zones[order]
 
     def query(self, lon: float, lat: float) -> list[IndexedFence]:
         """The zones containing one point, buildings before approach zones."""
@@ -419,6 +532,9 @@ class FenceIndex:
         return {(int(self._fence_ids[item]), zone) for item, zone in self._point_items(lon, lat)}
 
     def _point_items(self, lon: float, lat: float) -> list[tuple[int, int]]:
+        if self._wraps and (-180.0 <= lon <= self._wrap_east or self._wrap_west <= lon <= 180.0):
+            _, found, zones = self._bulk(np.array([lon], np.float64), np.array([lat], np.float64))  # both sides
+            return list(zip(found.tolist(), zones.tolist(), strict=True))
         x, y = self._project(lon, lat)
         if not (math.isfinite(x) and math.isfinite(y)):
             return []
@@ -446,7 +562,8 @@ class FenceIndex:
         lon_arr, lat_arr = (np.broadcast_to(np.asarray(a, np.float64), items.shape) for a in (lons, lats))
         out = np.full(items.shape, np.inf)
         known = np.flatnonzero((items >= 0) & np.isfinite(lon_arr) & np.isfinite(lat_arr))
-        distance = self._building_distance(items[known], lon_arr[known], lat_arr[known])
+        item, lon_k, lat_k = items[known], lon_arr[known], lat_arr[known]
+        distance = self._building_distance(item, lon_k, lat_k, *self._beside(item, lon_k, lat_k))
         if zones is not None:
             approach = np.broadcast_to(np.asarray(zones), items.shape)[known] == ZONE_APPROACH
             width = self._approach[items[known][approach]]  # NaN (no approach zone) -> NaN -> inf below
@@ -462,7 +579,14 @@ class FenceIndex:
         # Widen x by the point's own latitude scale (plus room): fences within a few km share it.
         x_scale = math.cos(math.radians(lat)) / math.cos(math.radians(self._project.lat0))
         reach_x, reach_y = radius_m * 1.1 / max(x_scale, 1e-6), radius_m * 1.1
-        items = self._grid.in_box(x[0] - reach_x, y[0] - reach_y, x[0] + reach_x, y[0] + reach_y)
-        distance = self._building_distance(items, np.full(items.size, lon), np.full(items.size, lat))
+        box = (x[0] - reach_x, y[0] - reach_y, x[0] + reach_x, y[0] + reach_y)
+        items = self._grid.in_box(*box)
+        reach_lon, turn = reach_x / self._project.kx, 360.0 * self._project.kx
+        for side in (1.0, -1.0):  # the same box on the other side of ±180°, where fences reach it
+            if lon - reach_lon + 360.0 * side <= self._lon_hi and lon + reach_lon + 360.0 * side >= self._lon_lo:
+                x0, y0, x1, y1 = box
+                items = np.union1d(items, self._grid.in_box(x0 + side * turn, y0, x1 + side * turn, y1))
+        lons, lats = np.full(items.size, lon), np.full(items.size, lat)
+        distance = self._building_distance(items, lons, lats, *self._beside(items, lons, lats))
         near = sorted((d, i) for d, i in zip(distance.tolist(), items.tolist(), strict=True) if d <= radius_m)
         return [(self._describe(item, ZONE_BUILDING), d) for d, item in near]

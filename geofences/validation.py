@@ -172,6 +172,19 @@ def _ring(value: object, path: str, problems: _Problems) -> _Ring | None:
             ring[-1],
         )
         return None
+    for k, ((x1, _), (x2, _)) in enumerate(itertools.pairwise(ring), start=1):
+        # Edges are straight in lon/lat (RFC 7946, PostGIS geometry): 179.9 -> -179.9 goes the long way
+        # round the globe, never the 0.2° across the line the drawer meant. Refused rather than guessed.
+        if abs(x2 - x1) > 180.0:
+            problems.add(
+                f"{path}[{k}]",
+                f"edge from {list(ring[k - 1])} to {list(ring[k])} spans {abs(x2 - x1):g}° of longitude, more "
+                "than 180°: the polygon crosses the antimeridian (±180° longitude), which is not supported; "
+                "split it into two polygons at ±180° (a MultiPolygon)",
+                "crosses_antimeridian",
+                ring[k],
+            )
+            return None
     return ring if len(ring) >= 4 else None
 
 
@@ -293,7 +306,9 @@ def validate_fence_geometry(
 ) -> FenceSpec:
     """Turn an untrusted GeoJSON geometry (Polygon, MultiPolygon, or Point + radius) into a fence.
 
-    Polygons come back oriented per RFC 7946 (exterior counter-clockwise) and without Z.
+    Polygons come back oriented per RFC 7946 (exterior counter-clockwise) and without Z. A polygon may
+    not cross the antimeridian (an edge spanning more than 180° of longitude; split it at ±180°); a
+    circle may, and may enclose a pole: the index matches circles by distance on the sphere.
     """
     problems = _Problems()
     if not isinstance(geometry, dict):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Point, Polygon
 
 from geofences.domain import FenceSpec, GeometryLimits
+from geofences.index import ZONE_BUILDING, FenceIndex
 from geofences.validation import (
     MAX_PROBLEMS,
     GeometryProblem,
@@ -260,3 +261,38 @@ def test_any_json_gives_a_fence_or_a_validation_error(geometry: object, radius: 
         json.dumps([p.point for p in exc.errors], allow_nan=False)  # points are JSON-safe for a 422
     else:
         assert shapely.is_valid(fence.geometry)
+
+
+def test_a_polygon_across_the_antimeridian_is_refused_with_where_and_how_to_fix_it() -> None:
+    # Drawn across the line near Fiji: in lon/lat (and in PostGIS) this box goes the long way round.
+    across = [[179.999, -16.75], [-179.999, -16.75], [-179.999, -16.749], [179.999, -16.749], [179.999, -16.75]]
+    problem = only(polygon(across))
+    assert (problem.code, problem.field, problem.point) == (
+        "crosses_antimeridian",
+        "geometry.coordinates[0][1]",
+        (-179.999, -16.75),
+    )
+    assert "crosses the antimeridian" in problem.reason and "split it into two polygons at ±180°" in problem.reason
+    problem = only({"type": "MultiPolygon", "coordinates": [[SQUARE_CW], [across[::-1]]]})
+    assert (problem.code, problem.field) == ("crosses_antimeridian", "geometry.coordinates[1][0][2]")
+
+
+def test_a_polygon_split_at_the_antimeridian_and_circles_across_it_or_around_a_pole_are_accepted() -> None:
+    west = [[179.999, -16.75], [180.0, -16.75], [180.0, -16.749], [179.999, -16.749], [179.999, -16.75]]
+    east = [[-180.0, -16.75], [-179.999, -16.75], [-179.999, -16.749], [-180.0, -16.749], [-180.0, -16.75]]
+    fence = validate_fence_geometry({"type": "MultiPolygon", "coordinates": [[west], [east]]}, None, LIMITS)
+    assert isinstance(fence.geometry, MultiPolygon) and len(fence.geometry.geoms) == 2
+    assert validate_fence_geometry({"type": "Point", "coordinates": [179.99, -16.75]}, 3000, LIMITS).kind == "circle"
+    assert validate_fence_geometry({"type": "Point", "coordinates": [30.0, 89.99]}, 3000, LIMITS).kind == "circle"
+
+
+def test_what_validation_accepts_across_the_antimeridian_the_index_matches() -> None:
+    circle = validate_fence_geometry({"type": "Point", "coordinates": [179.99, -16.75]}, 3000, LIMITS)
+    west = [[179.999, -16.75], [180.0, -16.75], [180.0, -16.749], [179.999, -16.749], [179.999, -16.75]]
+    east = [[-180.0, -16.75], [-179.999, -16.75], [-179.999, -16.749], [-180.0, -16.749], [-180.0, -16.75]]
+    split = validate_fence_geometry({"type": "MultiPolygon", "coordinates": [[west], [east]]}, None, LIMITS)
+    index = FenceIndex.build([(1, 1, circle), (2, 2, split)])
+    assert index.zones_at(-179.995, -16.75) == {(1, ZONE_BUILDING)}  # 1.6 km from the centre, across the line
+    assert index.zones_at(-179.96, -16.75) == set()  # 5.3 km
+    assert index.zones_at(-179.9995, -16.7495) == {(1, ZONE_BUILDING), (2, ZONE_BUILDING)}
+    assert index.zones_at(179.9995, -16.7495) == {(1, ZONE_BUILDING), (2, ZONE_BUILDING)}
