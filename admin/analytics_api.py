@@ -27,6 +27,7 @@ _VISITS = text(
     SELECT v.place_id, p.name AS place_name, CAST(v.started_at AT TIME ZONE :tz AS date) AS day, count(*) AS visits
     FROM visits v JOIN places p ON p.id = v.place_id
     WHERE v.organisation_id = :org AND v.started_at >= :start AND v.started_at < :end
+      AND (:include_late OR EXISTS (SELECT 1 FROM events e WHERE e.visit_id = v.id AND NOT e.late))
     GROUP BY v.place_id, p.name, day
     ORDER BY day, v.place_id
     """
@@ -39,6 +40,7 @@ _DWELL = text(
            count(*) AS visits
     FROM visits v JOIN places p ON p.id = v.place_id
     WHERE v.organisation_id = :org AND v.started_at >= :start AND v.started_at < :end AND v.ended_at IS NOT NULL
+      AND (:include_late OR EXISTS (SELECT 1 FROM events e WHERE e.visit_id = v.id AND NOT e.late))
     GROUP BY v.place_id, p.name
     ORDER BY v.place_id
     """
@@ -146,6 +148,10 @@ async def analytics(
     ] = None,
     to: Annotated[date | None, Query(description="YYYY-MM-DD, inclusive; default today")] = None,
     tz: Annotated[str, Query(max_length=64, description="IANA zone the days are counted in")] = "UTC",
+    include_late: Annotated[
+        bool,
+        Query(description="Count visits known only from late fixes (offline uploads); false counts live ones only"),
+    ] = True,
 ) -> dict[str, Any]:
     zone = _zone(tz)
     first, last = _range(from_, to, zone)
@@ -154,6 +160,7 @@ async def analytics(
         "tz": tz,
         "start": datetime.combine(first, time(0), tzinfo=zone),
         "end": datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone),
+        "include_late": include_late,
     }
     session = uow.session
     visits = (await session.execute(_VISITS, params)).mappings().all()

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,9 @@ import shapely
 
 from geofences.builder import hand_over, take_over
 from geofences.domain import FenceSpec
-from geofences.engine import State, process_batch
 from geofences.index import EARTH_RADIUS_M, FenceIndex
+from geofences.transitions import DeviceState, TransitionConfig
+from services.tracking import FixRecord, ZoneKey, run_transitions
 
 CENTRE_LON, CENTRE_LAT = 24.94, 60.17  # Helsinki
 HALF_SIDE_M = 15_000.0
@@ -214,17 +216,32 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * 4096
 
 
+def _records(fixes: FixArrays) -> dict[Any, list[FixRecord]]:
+    """The batch's fixes per device, as the fix endpoints hand them to `run_transitions`."""
+    out: dict[Any, list[FixRecord]] = {}
+    for device, ts, lon, lat, accuracy in zip(
+        fixes.device_ids.tolist(),
+        fixes.ts.tolist(),
+        fixes.lons.tolist(),
+        fixes.lats.tolist(),
+        fixes.accuracy_m.tolist(),
+        strict=True,
+    ):
+        out.setdefault(device, []).append(FixRecord(datetime.fromtimestamp(ts, UTC), lon, lat, accuracy))
+    return out
+
+
 def _stream(index: FenceIndex, fixes: FixArrays, batch_size: int) -> dict[str, int]:
-    """Feed all fixes through the engine in arrival-order batches, carrying device state along."""
-    states: dict[Any, State] = {}
-    events = stepped = 0
+    """Feed all fixes through what the fix path runs (`services.tracking.run_transitions`: lookup, transitions,
+    state), one device's part of each arrival-order batch at a time, carrying device state along."""
+    states: dict[Any, DeviceState[ZoneKey]] = {}
+    config = TransitionConfig()
+    events = 0
     for start in range(0, len(fixes), batch_size):
-        b = fixes.slice(start, start + batch_size)
-        result = process_batch(index, states, b.device_ids, b.ts, b.lons, b.lats, b.accuracy_m, b.speed_mps)
-        states.update(result.states)
-        events += len(result.events)
-        stepped += result.stepped_fixes
-    return {"events": events, "stepped_fixes": stepped}
+        for device, records in _records(fixes.slice(start, start + batch_size)).items():
+            states[device], happened = run_transitions(index, states.get(device, DeviceState()), records, config)
+            events += len(happened)
+    return {"events": events, "stepped_fixes": len(fixes)}
 
 
 def _side_by_side(
@@ -281,13 +298,9 @@ def _bench_size(
     lons, lats = fixes.lons.tolist(), fixes.lats.tolist()
     out["single_query_p50_us"] = statistics.median(_latencies_us(lambda i: index.query(lons[i], lats[i]), 2000))
     one = [fixes.slice(i, i + 1) for i in range(2000)]
+    singles = [next(iter(_records(f).values())) for f in one]
     out["engine_single_fix_p50_us"] = statistics.median(
-        _latencies_us(
-            lambda i: process_batch(
-                index, {}, one[i].device_ids, one[i].ts, one[i].lons, one[i].lats, one[i].accuracy_m
-            ),
-            2000,
-        )
+        _latencies_us(lambda i: run_transitions(index, DeviceState(), singles[i], TransitionConfig()), 2000)
     )
     out["index_build_s"] = statistics.median(_timed(lambda: FenceIndex.build(fences)) for _ in range(repeats))
     out.update(_rebuild_while_querying(fences, index, lons, lats))

@@ -41,6 +41,11 @@ def run(parts: Sequence[str], quick: bool, console: Console) -> dict[str, Any]:
             for n in sizes:
                 baseline[str(n)] = run_postgis_baseline(dsn, generate_fences(n), fixes, n=2000 if quick else 5000)
         results["postgis"] = baseline
+    if "flap" in parts:
+        from bench.flap import run_flap_bench
+
+        console.print("flap: the transition rules, old and new, on realistic GPS traces around Helsinki's buildings…")
+        results["flap"] = run_flap_bench(per_scenario=8 if quick else 20)
     if "http" in parts:
         from bench.http_ingest import run_http_bench
 
@@ -61,6 +66,8 @@ def run(parts: Sequence[str], quick: bool, console: Console) -> dict[str, Any]:
 
 
 def print_tables(results: dict[str, Any], console: Console) -> None:
+    if "flap" in results:
+        _flap_table(results["flap"], console)
     if "engine" in results:
         table = Table(title="Geofence engine (fixes/s, one core) vs PostGIS per-fix ST_Intersects, same data")
         for column in (
@@ -113,6 +120,29 @@ def print_tables(results: dict[str, Any], console: Console) -> None:
     if "push" in results:
         console.print("[bold]push[/bold]")
         console.print_json(json.dumps(results["push"], default=str))
+
+
+def _flap_table(flap: dict[str, Any], console: Console) -> None:
+    table = Table(
+        title="GPS truth: old rules vs new, same traces (targets: <= 0.05 false/device-h near walls, "
+        "0 missed walks in, median enter delay <= 15 s)"
+    )
+    for column in ("measure", "old rules", "new rules"):
+        table.add_column(column, justify="right")
+    rows = [
+        ("false transitions / device-hour near walls", "near_walls", "false_per_device_hour"),
+        ("false enters near walls", "near_walls", "false_enters"),
+        ("false exits near walls", "near_walls", "false_exits"),
+        ("walks in: true enters", "walks_in", "true_enters"),
+        ("walks in: missed enters", "walks_in", "missed_enters"),
+        ("walks in: median enter delay s", "walks_in", "median_enter_delay_s"),
+        ("walks in: p90 enter delay s", "walks_in", "p90_enter_delay_s"),
+        ("walks: false transitions", "walks_in", "false_enters"),
+        ("pushes from late (offline) fixes", "all", "pushes_from_late_fixes"),
+    ]
+    for label, group, key in rows:
+        table.add_row(label, str(flap["old"][group][key]), str(flap["new"][group][key]))
+    console.print(table)
 
 
 def _pipeline_tables(pipe: dict[str, Any], console: Console) -> None:

@@ -34,7 +34,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -325,6 +326,8 @@ class FenceIndex:
     """Which fences (and approach zones) contain a point, and how far a point is from a fence."""
 
     skipped: tuple[int, ...] = ()  # fence ids `build` could not index
+    # fence id -> its place's overrides of the transition rules (places.gps_tuning); set by the registry
+    tuning: Mapping[int, Mapping[str, Any]] = MappingProxyType({})
 
     def __init__(self, entries: list[FenceEntry], approach: FloatArray, version: int) -> None:
         self.version = version
@@ -569,6 +572,41 @@ class FenceIndex:
             width = self._approach[items[known][approach]]  # NaN (no approach zone) -> NaN -> inf below
             distance[approach] = np.maximum(distance[approach] - width, 0.0)
         out[known] = np.where(np.isnan(distance), np.inf, distance)
+        return out
+
+    def signed_distance_m(
+        self, fence_ids: npt.ArrayLike, lons: npt.ArrayLike, lats: npt.ArrayLike, zones: npt.ArrayLike
+    ) -> FloatArray:
+        """Metres from each point to its zone's boundary, signed: >= 0 inside (how deep), < 0 outside.
+
+        What the transition rules weigh a fix by. Unknown fences, approach zones of places without one and
+        non-finite points are -inf (infinitely far outside). The approach zone's boundary lies the approach
+        width beyond the building's, so its signed distance is the building's plus that width.
+        """
+        items = self._items_of(fence_ids)
+        lon_arr, lat_arr = (np.broadcast_to(np.asarray(a, np.float64), items.shape) for a in (lons, lats))
+        out = np.full(items.shape, -np.inf)
+        known = np.flatnonzero((items >= 0) & np.isfinite(lon_arr) & np.isfinite(lat_arr))
+        if not known.size:
+            return out
+        item, lon_k, lat_k = items[known], lon_arr[known], lat_arr[known]
+        signed = np.empty(known.size, dtype=np.float64)
+        circle = self._circle[item]
+        ci, pi = np.flatnonzero(circle), np.flatnonzero(~circle)
+        centre = haversine_m(self._centre_lon[item[ci]], self._centre_lat[item[ci]], lon_k[ci], lat_k[ci])
+        signed[ci] = self._radius[item[ci]] - centre
+        if pi.size:
+            x, y = self._beside(item[pi], lon_k[pi], lat_k[pi])
+            polygon_items = item[pi]
+
+            def test(bucket: _EdgeBucket, rows: IntArray, c: IntArray) -> FloatArray:
+                edges = bucket.distance(rows, x[c], y[c], self._x_scale[polygon_items[c]])
+                return np.where(bucket.contains(rows, x[c], y[c]), edges, -edges)
+
+            signed[pi] = self._per_bucket(polygon_items, test)
+        approach = np.broadcast_to(np.asarray(zones), items.shape)[known] == ZONE_APPROACH
+        signed[approach] += self._approach[item[approach]]  # NaN where the place has none
+        out[known] = np.where(np.isnan(signed), -np.inf, signed)
         return out
 
     def fences_near(self, lon: float, lat: float, radius_m: float) -> list[tuple[IndexedFence, float]]:

@@ -2,39 +2,100 @@
 
 Times are the device's own timestamps (float epoch seconds), so replays and out-of-order uploads
 are recognised by what the device says, not by when they arrive. Keys identify one zone of one
-fence (the engine uses `(fence_id, zone)`); this module only hashes and compares them.
+fence (the tracking service uses `(fence_id, zone)`); this module only hashes and compares them.
 
-GPS reality shapes the rules: an enter needs a fix accurate enough to trust; an exit needs the fix
-to be outside by at least its own accuracy (and a floor), so jitter at the boundary fires nothing;
-stale fixes and impossible jumps change nothing.
+The model is built from how phones report. A fix is a noisy estimate: its accuracy is the radius of
+68 % confidence (Android's definition; iOS's is close), so a phone standing still a few metres from a
+wall reports fixes on both sides of it, often several in a row (GPS error drifts slowly, it is not
+independent from fix to fix). Deciding on one fix flaps (the previous rules: 24 false transitions per
+device-hour near walls, `bench.flap`). These rules decide on evidence:
+
+- **Where the device is sitting**: an accuracy-weighted mean of its recent fixes (`smooth`), fading with
+  `memory_s`, each fix weighted by the time since the previous one over `decorrelation_s` (ten fixes in ten
+  seconds are one look at a slowly drifting error, not ten), restarted at the new fix when the device has
+  clearly moved (farther than `moved_sigmas` combined accuracies). Its uncertainty shrinks as evidence
+  accumulates. Averaging positions, not per-fix verdicts, is what tells a visitor in a narrow building
+  (fixes scatter out of both long walls) from a phone on the pavement (fixes scatter across one wall).
+- **Enter** when the mean position is inside by `enter_sigmas` of its uncertainty (and `min_depth_m`), or
+  at once on one fix deep enough (`enter_depth_sigmas` accuracies and `min_enter_depth_m`): a walk in with
+  outdoor accuracy is confirmed within one or two fixes.
+- **Exit** is deliberately harder (a false exit re-fires the next enter, the flapping people notice): the
+  mean position outside by `exit_sigmas` of its uncertainty and `min_exit_margin_m`, the deciding fix
+  itself at least max(accuracy, `min_exit_margin_m`) outside, and the mean outside for `min_exit_s`.
+- **Coarse fixes** (accuracy worse than `max_accuracy_m`: network and cell fixes) never enter or exit and
+  do not move the device; they only let time pass for dwell. A fix without accuracy must be given the
+  protocol's assumed accuracy by the caller (`infra/settings.py`); NaN here counts as coarse.
+- **Jumps**: a fix implying a speed above `max_speed_mps` (metres per second) once both fixes' accuracy is
+  allowed for is ignored, up to `max_rejected_jumps` in a row (then believed, so one bad fix cannot anchor
+  the device). A reported speed above the limit is ignored too.
+- **Dwell** fires once per stay after `dwell_after_s` inside.
+
+Every parameter is a setting (`infra/settings.py`), and a place may override the zone parameters
+(`places.gps_tuning`, e.g. a wide glass façade that reflects GPS needs wider margins): `step` takes a
+per-key config. `bench/flap.py` measures these rules against the previous ones on realistic traces.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
-from typing import Generic, Literal, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
+
+from geofences.geodesy import haversine_m
 
 K = TypeVar("K", bound=Hashable)
 TransitionKind = Literal["enter", "exit", "dwell"]
-Verdict = Literal["accept", "ignore", "jump"]
-EARTH_RADIUS_M = 6371008.8
+Verdict = Literal["accept", "coarse", "ignore", "jump"]
 
 
 @dataclass(frozen=True, slots=True)
 class TransitionConfig:
-    max_enter_accuracy_m: float = 100.0
-    min_exit_margin_m: float = 10.0
+    max_accuracy_m: float = 100.0  # coarser fixes never enter or exit
+    min_sigma_m: float = 5.0  # no fix is trusted to better than this
+    enter_sigmas: float = 1.5  # the mean position this many of its uncertainties inside enters
+    min_depth_m: float = 2.0  # ... and at least this deep
+    min_mean_sigma_m: float = 2.0  # the mean position is never trusted to better than this
+    enter_depth_sigmas: float = 2.0  # one fix this many accuracies deep enters at once ...
+    min_enter_depth_m: float = 10.0  # ... if it is also at least this deep
+    confirm_depth_sigmas: float = 0.0  # ... and, if the device was settled elsewhere, the fix before it inside
+    settled_fixes: int = 3  # settled: its mean position made of this many fixes ...
+    settled_within_s: float = 60.0  # ... the last of them this recent
+    exit_sigmas: float = 3.5
+    min_exit_margin_m: float = 10.0  # the mean and the deciding fix at least max(accuracy, this) outside
+    min_exit_s: float = 30.0  # the mean position outside for at least this long
+    decorrelation_s: float = 10.0  # fixes closer in time count as a fraction of one observation
+    memory_s: float = 900.0  # older fixes fade from the mean position (e-folding time)
+    moved_sigmas: float = 2.0  # a fix this many combined accuracies from the mean restarts it
     dwell_after_s: float = 300.0
-    max_speed_mps: float = 80.0
+    max_speed_mps: float = 80.0  # metres per second (~290 km/h)
     # After this many implausible jumps in a row, the next fix is believed: otherwise one bad
     # accepted fix would anchor the device until time alone made the distance plausible.
     max_rejected_jumps: int = 3
 
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TransitionConfig:
+        """A copy with the zone parameters a place may tune (`ZONE_TUNABLES`) replaced."""
+        values = {name: float(overrides[name]) for name in ZONE_TUNABLES if name in overrides}
+        if not values:
+            return self
+        return TransitionConfig(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **values})
 
+
+# What a place may override (places.gps_tuning): how its walls are judged, not device-wide limits.
+ZONE_TUNABLES = (
+    "max_accuracy_m",
+    "min_sigma_m",
+    "enter_sigmas",
+    "min_depth_m",
+    "enter_depth_sigmas",
+    "min_enter_depth_m",
+    "confirm_depth_sigmas",
+    "exit_sigmas",
+    "min_exit_margin_m",
+    "min_exit_s",
+    "dwell_after_s",
+)
 DEFAULT_CONFIG = TransitionConfig()
 
 
@@ -42,11 +103,25 @@ DEFAULT_CONFIG = TransitionConfig()
 # which is most of the cost of a step.
 
 
-class FenceState(NamedTuple):
-    """A zone the device is inside; zones it is outside of have no state at all."""
+class ZoneState(NamedTuple):
+    """A zone the device is inside (`since`: when it entered), or inside of which it was seen pending an exit
+    (`outside_since`: since when its mean position has been outside); other zones have no state."""
 
-    entered_at: float
+    inside: bool
+    since: float
     dwell_fired: bool = False
+    outside_since: float | None = None
+
+
+class Smoothed(NamedTuple):
+    """Where the device is sitting: the accuracy-weighted, fading mean of its recent fixes."""
+
+    lon: float
+    lat: float
+    sigma_m: float  # its uncertainty
+    precision: float  # sum of weight / sigma^2 behind it, faded
+    ts: float
+    fixes: int = 1  # fixes behind it since it last restarted: one fix alone (an outlier?) decides nothing
 
 
 class DeviceState(NamedTuple, Generic[K]):
@@ -55,15 +130,22 @@ class DeviceState(NamedTuple, Generic[K]):
     last_ts: float | None = None
     last_lon: float | None = None
     last_lat: float | None = None
-    fences: Mapping[K, FenceState] = MappingProxyType({})
+    fences: Mapping[K, ZoneState] = MappingProxyType({})
     rejected_jumps: int = 0  # consecutive implausible jumps since the last accepted fix
+    last_accuracy_m: float = 0.0
+    last_seen_ts: float | None = None  # the newest fix of any kind (coarse ones included)
+    smoothed: Smoothed | None = None
+    last_depths: Mapping[K, float] = MappingProxyType({})  # the last accepted fix's depth in the zones it was in
+
+    def inside(self) -> list[K]:
+        return [key for key, zone in self.fences.items() if zone.inside]
 
 
 class Fix(NamedTuple):
     ts: float
     lon: float
     lat: float
-    accuracy_m: float  # NaN or negative means unknown, treated as infinitely inaccurate
+    accuracy_m: float  # NaN or negative: unknown, treated as coarse (callers substitute an assumed accuracy)
     speed_mps: float | None = None
 
 
@@ -73,88 +155,168 @@ class TransitionEvent(NamedTuple, Generic[K]):
     ts: float
 
 
-def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(a, 1.0)))
-
-
-def accuracy_of(fix: Fix) -> float:
-    return fix.accuracy_m if fix.accuracy_m >= 0 else math.inf  # NaN fails the comparison too
+def sigma_of(fix: Fix, config: TransitionConfig) -> float:
+    """The fix's accuracy as used for evidence: floored, inf when unknown."""
+    return max(fix.accuracy_m, config.min_sigma_m) if fix.accuracy_m >= 0 else math.inf  # NaN fails too
 
 
 def assess(state: DeviceState[K], fix: Fix, config: TransitionConfig) -> Verdict:
-    """Whether the fix may move the device: accept it, ignore it, or count it as a jump."""
+    """Whether the fix may move the device: accept it, let only time pass (coarse), ignore it, or a jump."""
     if not (math.isfinite(fix.ts) and math.isfinite(fix.lon) and math.isfinite(fix.lat)):
         return "ignore"
-    if state.last_ts is not None and fix.ts <= state.last_ts:
+    newest = state.last_seen_ts if state.last_seen_ts is not None else state.last_ts
+    if newest is not None and fix.ts <= newest:
         return "ignore"  # stale, out of order or replayed
     if fix.speed_mps is not None and fix.speed_mps > config.max_speed_mps:
         return "ignore"
+    if not sigma_of(fix, config) <= config.max_accuracy_m:
+        return "coarse"
     if state.last_ts is None or state.last_lon is None or state.last_lat is None:
         return "accept"
     travelled = haversine_m(state.last_lon, state.last_lat, fix.lon, fix.lat)
-    if travelled / (fix.ts - state.last_ts) > config.max_speed_mps:
+    # Both fixes may be off by their accuracy: only movement beyond that is evidence of a jump.
+    unexplained = travelled - max(state.last_accuracy_m, config.min_sigma_m) - sigma_of(fix, config)
+    if unexplained / (fix.ts - state.last_ts) > config.max_speed_mps:
         return "jump" if state.rejected_jumps < config.max_rejected_jumps else "accept"
     return "accept"
+
+
+def smooth(state: DeviceState[K], fix: Fix, config: TransitionConfig) -> Smoothed:
+    """The device's mean position with this (accepted) fix added; callers look its zones up for `step`."""
+    sigma = sigma_of(fix, config)
+    previous = state.smoothed
+    weight = 1.0 if previous is None else min(1.0, max(fix.ts - previous.ts, 0.0) / config.decorrelation_s)
+    gain = weight / (sigma * sigma)
+    if previous is not None:
+        precision = previous.precision * math.exp(-(fix.ts - previous.ts) / config.memory_s)
+        spread = math.sqrt(sigma * sigma + 1 / precision) if precision > 0 else math.inf
+        moved = haversine_m(previous.lon, previous.lat, fix.lon, fix.lat) > config.moved_sigmas * spread
+        if precision > 0 and not moved:
+            total = precision + gain
+            lon = previous.lon + (fix.lon - previous.lon) * gain / total
+            lat = previous.lat + (fix.lat - previous.lat) * gain / total
+            sigma_m = max(1 / math.sqrt(total), config.min_mean_sigma_m)
+            return Smoothed(lon, lat, sigma_m, total, fix.ts, previous.fixes + 1)
+    precision = 1 / (sigma * sigma)
+    return Smoothed(fix.lon, fix.lat, sigma, precision, fix.ts)
 
 
 def step(
     state: DeviceState[K],
     fix: Fix,
-    inside: AbstractSet[K],
-    distance_m: Mapping[K, float],
+    signed_m: Mapping[K, float],
     config: TransitionConfig = DEFAULT_CONFIG,
+    zone_configs: Mapping[K, TransitionConfig] | None = None,
+    smoothed: Smoothed | None = None,
+    mean_signed_m: Mapping[K, float] | None = None,
 ) -> tuple[DeviceState[K], list[TransitionEvent[K]]]:
     """Apply one fix.
 
-    `inside` holds the zones containing the fix; `distance_m` must give, for every zone in
-    `state.fences` that is not in `inside`, the fix's distance to it in metres. Events of one fix
-    come exits first, then enters, then dwells.
+    `signed_m` maps each zone containing the fix, and each zone in `state.fences`, to the fix's signed
+    distance from the zone's boundary in metres: >= 0 inside (the depth; on the boundary counts as
+    inside), < 0 outside. A state zone missing from it (a deleted fence) is infinitely far. `smoothed` is
+    `smooth(state, fix, config)` and `mean_signed_m` the same distances for its position (zones containing
+    it included); without them the fix alone is the mean. `zone_configs` gives zones their place's tuned
+    config. Events of one fix come exits first, then enters, then dwells.
     """
     verdict = assess(state, fix, config)
     if verdict == "ignore":
         return state, []
     if verdict == "jump":
         return state._replace(rejected_jumps=state.rejected_jumps + 1), []
-    accuracy = accuracy_of(fix)
-    fences = dict(state.fences)
+    zones = dict(state.fences)
     events: list[TransitionEvent[K]] = []
-    _exit(fences, events, fix.ts, inside, distance_m, max(accuracy, config.min_exit_margin_m))
-    if accuracy <= config.max_enter_accuracy_m:
-        _enter(fences, events, fix.ts, inside)
-    _dwell(fences, events, fix.ts, config.dwell_after_s)
-    return DeviceState(fix.ts, fix.lon, fix.lat, fences, 0), events
+    if verdict == "coarse":
+        _dwell(zones, events, fix.ts, config, zone_configs)
+        return state._replace(fences=zones, last_seen_ts=fix.ts), events
+    if smoothed is None or mean_signed_m is None:
+        smoothed, mean_signed_m = smooth(state, fix, config), signed_m
+    enters: list[TransitionEvent[K]] = []
+    for key in set(signed_m).union(mean_signed_m, zones):
+        zone_config = config if zone_configs is None else zone_configs.get(key, config)
+        sigma = sigma_of(fix, zone_config)
+        if not sigma <= zone_config.max_accuracy_m:
+            continue  # coarse for this building's tuning: changes nothing here
+        depth = signed_m.get(key, -math.inf)
+        mean_depth = mean_signed_m.get(key, -math.inf)
+        current = zones.get(key)
+        if current is not None and current.inside:
+            _judge_exit(zones, events, key, current, fix.ts, depth, sigma, mean_depth, smoothed, zone_config)
+        elif (
+            smoothed.fixes >= 2
+            and mean_depth >= max(zone_config.enter_sigmas * smoothed.sigma_m, zone_config.min_depth_m)
+        ) or (
+            # One deep fix: a walk in, or a device that reports rarely. Unless it contradicts where the device has
+            # been sitting moments ago, when the fix before it must agree: a lone multipath outlier from a phone
+            # standing outside enters nothing.
+            depth >= max(zone_config.enter_depth_sigmas * sigma, zone_config.min_enter_depth_m)
+            and (
+                not _settled(state, fix.ts, zone_config)
+                or state.last_depths.get(key, -math.inf) >= zone_config.confirm_depth_sigmas * state.last_accuracy_m
+            )
+        ):
+            zones[key] = ZoneState(True, fix.ts)
+            enters.append(TransitionEvent("enter", key, fix.ts))
+    events += enters
+    _dwell(zones, events, fix.ts, config, zone_configs)
+    depths = {key: depth for key, depth in signed_m.items() if depth >= 0}
+    return DeviceState(fix.ts, fix.lon, fix.lat, zones, 0, fix.accuracy_m, fix.ts, smoothed, depths), events
 
 
-# The helpers below update `fences` and append to `events` in place: both are step's own fresh
+def _settled(state: DeviceState[K], ts: float, config: TransitionConfig) -> bool:
+    """Whether the device has been sitting somewhere, seen by several fixes, until moments ago."""
+    mean = state.smoothed
+    return mean is not None and mean.fixes >= config.settled_fixes and ts - mean.ts < config.settled_within_s
+
+
+# The helpers below update `zones` and append to `events` in place: both are step's own fresh
 # objects, and a step costs less without building and joining intermediate lists.
 
 
-def _exit(
-    fences: dict[K, FenceState],
+def _judge_exit(
+    zones: dict[K, ZoneState],
+    events: list[TransitionEvent[K]],
+    key: K,
+    current: ZoneState,
+    ts: float,
+    depth: float,
+    sigma: float,
+    mean_depth: float,
+    smoothed: Smoothed,
+    config: TransitionConfig,
+) -> None:
+    if depth == -math.inf:  # the fence is gone (deleted, or its place's approach zone removed)
+        del zones[key]
+        events.append(TransitionEvent("exit", key, ts))
+        return
+    # After a restart (the device moved, or an outlier) the mean is this fix alone; min_exit_s then asks for
+    # more fixes agreeing, so one outlier cannot exit.
+    margin = max(config.exit_sigmas * smoothed.sigma_m, config.min_exit_margin_m)
+    if -mean_depth < margin:
+        if current.outside_since is not None:
+            zones[key] = current._replace(outside_since=None)
+        return
+    since = current.outside_since if current.outside_since is not None else ts
+    if -depth >= max(sigma, config.min_exit_margin_m) and ts - since >= config.min_exit_s:
+        del zones[key]
+        events.append(TransitionEvent("exit", key, ts))
+    elif current.outside_since is None:
+        zones[key] = current._replace(outside_since=since)
+
+
+def _dwell(
+    zones: dict[K, ZoneState],
     events: list[TransitionEvent[K]],
     ts: float,
-    inside: AbstractSet[K],
-    distance_m: Mapping[K, float],
-    margin: float,
+    config: TransitionConfig,
+    zone_configs: Mapping[K, TransitionConfig] | None,
 ) -> None:
-    for key in [key for key in fences if key not in inside and distance_m[key] >= margin]:
-        del fences[key]
-        events.append(TransitionEvent("exit", key, ts))
-
-
-def _enter(fences: dict[K, FenceState], events: list[TransitionEvent[K]], ts: float, inside: AbstractSet[K]) -> None:
-    for key in inside:
-        if key not in fences:
-            fences[key] = FenceState(ts)
-            events.append(TransitionEvent("enter", key, ts))
-
-
-def _dwell(fences: dict[K, FenceState], events: list[TransitionEvent[K]], ts: float, dwell_after_s: float) -> None:
-    # Checked on every accepted fix while the state says inside, including fixes in the
-    # hysteresis band just outside: the device has not left, so its time there counts.
-    for key, fence in fences.items():
-        if not fence.dwell_fired and ts - fence.entered_at >= dwell_after_s:
-            fences[key] = FenceState(fence.entered_at, dwell_fired=True)  # same key: safe while iterating
+    # Checked on every fix while the state says inside, including coarse fixes and fixes in the
+    # band just outside: the device has not left, so its time there counts.
+    for key, zone in zones.items():
+        if not zone.inside or zone.dwell_fired:
+            continue
+        dwell_after = (config if zone_configs is None else zone_configs.get(key, config)).dwell_after_s
+        if ts - zone.since >= dwell_after:
+            zones[key] = zone._replace(dwell_fired=True)  # same key: safe while iterating
             events.append(TransitionEvent("dwell", key, ts))

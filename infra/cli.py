@@ -437,14 +437,16 @@ def simulate(
 
 @app.command()
 def bench(
-    only: Annotated[str, typer.Option(help="comma list of engine,http,push,pipeline")] = "engine,http,push,pipeline",
+    only: Annotated[
+        str, typer.Option(help="comma list of flap,engine,http,push,pipeline")
+    ] = "flap,engine,http,push,pipeline",
     quick: Annotated[bool, typer.Option(help="smaller sizes, shorter runs")] = False,
 ) -> None:
     """Run the benchmarks side by side (engine vs PostGIS, HTTP ingest, push); table + JSON in bench/results/."""
     from bench.run import main as run_bench
 
     parts = [p.strip() for p in only.split(",") if p.strip()]
-    unknown = set(parts) - {"engine", "http", "push", "pipeline"}
+    unknown = set(parts) - {"flap", "engine", "http", "push", "pipeline"}
     if unknown:
         console.print(f"[red]unknown parts {sorted(unknown)}[/red]")
         raise typer.Exit(2)

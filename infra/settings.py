@@ -53,11 +53,35 @@ class Settings(BaseSettings):
     fix_batch_max: int = 1000
     fix_retention_days: int = Field(default=7, ge=1)
 
-    # Geofence engine (see geofences/transitions.py).
-    max_enter_accuracy_m: float = 100.0
-    min_exit_margin_m: float = 10.0
-    dwell_after_s: float = 300.0
-    max_speed_mps: float = 80.0
+    # Geofence engine: the transition model's parameters (see geofences/transitions.py, which documents each;
+    # a place may override the zone parameters in its `gps_tuning`).
+    max_accuracy_m: float = Field(default=100.0, gt=0)
+    min_sigma_m: float = Field(default=5.0, gt=0)
+    enter_sigmas: float = Field(default=1.5, ge=0)
+    min_depth_m: float = Field(default=2.0, ge=0)
+    min_mean_sigma_m: float = Field(default=2.0, gt=0)
+    enter_depth_sigmas: float = Field(default=2.0, ge=0)
+    min_enter_depth_m: float = Field(default=10.0, ge=0)
+    confirm_depth_sigmas: float = Field(default=0.0, ge=0)
+    settled_fixes: int = Field(default=3, ge=1)
+    settled_within_s: float = Field(default=60.0, ge=0)
+    exit_sigmas: float = Field(default=3.5, ge=0)
+    min_exit_margin_m: float = Field(default=10.0, ge=0)
+    min_exit_s: float = Field(default=30.0, ge=0)
+    decorrelation_s: float = Field(default=10.0, gt=0)
+    memory_s: float = Field(default=900.0, gt=0)
+    moved_sigmas: float = Field(default=2.0, gt=0)
+    dwell_after_s: float = Field(default=300.0, ge=0)
+    max_speed_mps: float = Field(default=80.0, gt=0)  # metres per second
+    max_rejected_jumps: int = Field(default=3, ge=0)
+    # Accuracy assumed for a fix that reports none, per client protocol (Traccar/OsmAnd URL templates often
+    # leave it out): a typical phone GPS fix outdoors. Never infinity: such fixes must still trigger.
+    assumed_accuracy_m: dict[str, float] = Field(
+        default_factory=lambda: {"native": 30.0, "owntracks": 30.0, "osmand": 30.0}
+    )
+    # A fix that reaches the server later than this after it was measured makes `late` events: recorded, sent to
+    # webhooks with the flag, never pushed. Organisations may set their own (organisations.late_fix_after_s).
+    late_fix_after_s: int = Field(default=600, ge=0)
     checkin_max_accuracy_m: float = 150.0
     qr_token_ttl_days: int = 365
 

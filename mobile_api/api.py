@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, status
@@ -34,12 +35,7 @@ router = APIRouter(prefix="/v1", tags=["mobile"])
 
 
 def transition_config(settings: Settings) -> TransitionConfig:
-    return TransitionConfig(
-        max_enter_accuracy_m=settings.max_enter_accuracy_m,
-        min_exit_margin_m=settings.min_exit_margin_m,
-        dwell_after_s=settings.dwell_after_s,
-        max_speed_mps=settings.max_speed_mps,
-    )
+    return TransitionConfig(**{f.name: getattr(settings, f.name) for f in fields(TransitionConfig)})
 
 
 def to_record(fix: FixIn) -> FixRecord:
@@ -57,14 +53,17 @@ async def ingest(
 ) -> FixOutcome:
     """The one service call every protocol (native, OwnTracks, OsmAnd) ends in."""
     index = await request.app.state.indexes.get(device.organisation_id)
+    settings: Settings = request.app.state.settings
     outcome = await record_fixes(
         uow,
         device=device,
         fixes=[to_record(f) for f in fixes],
         index=index,
-        config=transition_config(request.app.state.settings),
+        config=transition_config(settings),
         batch_id=batch_id,
         source=source,
+        assumed_accuracy_m=settings.assumed_accuracy_m.get(source, 30.0),
+        late_after_s=settings.late_fix_after_s,
     )
     if outcome.events:
         hook = request.app.state.events_recorded

@@ -9,8 +9,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 # A device clock may run a little fast; beyond this a timestamp is a bug, not drift.
 MAX_CLOCK_SKEW = timedelta(minutes=10)
-# Older fixes (offline queues) are accepted, but not from before GPS phones existed.
-OLDEST_FIX = datetime(2000, 1, 1, tzinfo=UTC)
+# Older fixes (offline queues) are accepted for as long as raw fixes are kept (fix_retention_days' default):
+# a week-old upload still counts for analytics and visits (as `late` events, never pushed); older is a 422.
+MAX_FIX_AGE = timedelta(days=7)
 
 
 def _sane_timestamp(value: datetime) -> datetime:
@@ -18,8 +19,8 @@ def _sane_timestamp(value: datetime) -> datetime:
         value = value.replace(tzinfo=UTC)
     if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
         raise ValueError("timestamp is in the future (more than 10 minutes ahead of the server clock)")
-    if value < OLDEST_FIX:
-        raise ValueError("timestamp is before the year 2000")
+    if value < datetime.now(UTC) - MAX_FIX_AGE:
+        raise ValueError("timestamp is more than 7 days old: such fixes are not accepted")
     return value
 
 

@@ -49,6 +49,8 @@ async def process_events(
         result.events_by_organisation.setdefault(organisation_id, []).append(event.event_id)
         if device_id not in devices:
             continue  # erased since
+        if event.late:
+            continue  # a visit reported hours later: recorded and sent to webhooks, but pushing it now misleads
         device, row = devices[device_id]
         if device.role == "staff" and event.kind in ("enter", "checkin") and event.zone == "building":
             await _push_tasks(uow, result, event, organisation_id, device_id, row, device.consents, now)

@@ -48,7 +48,7 @@ async def event_facts(session: AsyncSession, event_ids: Sequence[int]) -> list[t
     """(facts, device_id, organisation_id) per event, in id order."""
     rows = await session.execute(
         text(
-            "SELECT e.id, e.kind, e.zone, e.place_id, e.device_id, e.organisation_id, e.occurred_at,"
+            "SELECT e.id, e.kind, e.zone, e.place_id, e.device_id, e.organisation_id, e.occurred_at, e.late,"
             " p.kind AS place_kind, p.timezone, p.opening_hours"
             " FROM events e JOIN places p ON p.id = e.place_id"
             " WHERE e.id = ANY(CAST(:ids AS bigint[])) ORDER BY e.id"
@@ -57,7 +57,9 @@ async def event_facts(session: AsyncSession, event_ids: Sequence[int]) -> list[t
     )
     return [
         (
-            EventFacts(r.id, r.kind, r.zone, r.place_id, r.place_kind, r.timezone, r.opening_hours, r.occurred_at),
+            EventFacts(
+                r.id, r.kind, r.zone, r.place_id, r.place_kind, r.timezone, r.opening_hours, r.occurred_at, r.late
+            ),
             r.device_id,
             r.organisation_id,
         )

@@ -53,6 +53,7 @@ class EventFacts:
     place_timezone: str
     opening_hours: str | None
     occurred_at: datetime
+    late: bool = False  # its fix arrived later than the organisation's limit: recorded, never pushed
 
     def __post_init__(self) -> None:
         _require_aware(self.occurred_at, "EventFacts.occurred_at")

@@ -52,6 +52,7 @@ class DueDelivery:
     place_id: int
     place_name: str
     device_id: int
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,7 @@ UPDATE webhook_deliveries d SET next_attempt_at = :lease_until
 FROM due, webhook_subscriptions s, events e, places p
 WHERE d.id = due.id AND s.id = d.subscription_id AND e.id = d.event_id AND p.id = e.place_id
 RETURNING d.id, d.attempts, s.url, s.secret, e.id AS event_id, e.kind, e.zone, e.occurred_at,
-          e.organisation_id, e.place_id, p.name AS place_name, e.device_id
+          e.organisation_id, e.place_id, p.name AS place_name, e.device_id, e.late
 """
 
 # Matching the lease makes the lease a fencing token: if it ran out and another worker claimed the row,
@@ -240,6 +241,7 @@ class WebhookRepository:
                 r.place_id,
                 r.place_name,
                 r.device_id,
+                r.late,
             )
             for r in rows
         ]

@@ -137,6 +137,9 @@ def payload(delivery: DueDelivery) -> dict[str, Any]:
         "organisation_id": delivery.organisation_id,
         "place": {"id": delivery.place_id, "name": delivery.place_name},
         "device_id": delivery.device_id,
+        # The fix behind the event arrived later than the organisation's limit (an offline upload): it was not
+        # pushed to the device; receivers that act on arrivals in real time should skip it.
+        "late": delivery.late,
     }
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from geofences.index import FenceIndex
-from geofences.transitions import DeviceState, FenceState, Fix, TransitionConfig, TransitionEvent, step
+from geofences.transitions import DeviceState, Fix, Smoothed, TransitionConfig, TransitionEvent, ZoneState, smooth, step
 from services.devices import DeviceAuth
 from services.errors import ConnectionLost, NotFound
 from services.uow import UnitOfWork
@@ -47,6 +47,7 @@ class RecordedEvent:
     occurred_at: datetime
     visit_id: int | None
     place_name: str = ""
+    late: bool = False  # its fix arrived later than the organisation's limit: never pushed
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class RecordedEvent:
             "zone": self.zone,
             "occurred_at": self.occurred_at.isoformat(),
             "visit_id": self.visit_id,
+            "late": self.late,
         }
 
 
@@ -72,17 +74,31 @@ class FixOutcome:
 
 
 def load_state(raw: dict[str, Any]) -> DeviceState[ZoneKey]:
-    fences: dict[ZoneKey, FenceState] = {}
-    for key, (entered_at, dwell_fired) in (raw.get("fences") or {}).items():
+    zones: dict[ZoneKey, ZoneState] = {}
+    for key, values in (raw.get("fences") or {}).items():
         fence_id, zone = key.split(":")
-        fences[(int(fence_id), int(zone))] = FenceState(float(entered_at), bool(dwell_fired))
+        if len(values) == 2:  # before migration 0005's model: [entered_at, dwell_fired]
+            zones[(int(fence_id), int(zone))] = ZoneState(True, float(values[0]), bool(values[1]))
+        else:
+            inside, since, dwell_fired, outside_since = values
+            zones[(int(fence_id), int(zone))] = ZoneState(bool(inside), float(since), bool(dwell_fired), outside_since)
+    smoothed = raw.get("smoothed")
     return DeviceState(
         raw.get("last_ts"),
         raw.get("last_lon"),
         raw.get("last_lat"),
-        fences,
+        zones,
         int(raw.get("rejected_jumps", 0)),
+        float(raw.get("last_accuracy_m") or 0.0),
+        raw.get("last_seen_ts"),
+        Smoothed(*smoothed) if smoothed else None,
+        {_zone_key(key): float(depth) for key, depth in (raw.get("last_depths") or {}).items()},
     )
+
+
+def _zone_key(text: str) -> ZoneKey:
+    fence_id, zone = text.split(":")
+    return int(fence_id), int(zone)
 
 
 def dump_state(state: DeviceState[ZoneKey]) -> dict[str, Any]:
@@ -91,14 +107,27 @@ def dump_state(state: DeviceState[ZoneKey]) -> dict[str, Any]:
         "last_lon": state.last_lon,
         "last_lat": state.last_lat,
         "rejected_jumps": state.rejected_jumps,
-        "fences": {f"{f}:{z}": [s.entered_at, s.dwell_fired] for (f, z), s in state.fences.items()},
+        "last_accuracy_m": state.last_accuracy_m,
+        "last_seen_ts": state.last_seen_ts,
+        "smoothed": list(state.smoothed) if state.smoothed else None,
+        "last_depths": {f"{f}:{z}": depth for (f, z), depth in state.last_depths.items()},
+        "fences": {f"{f}:{z}": list(zone) for (f, z), zone in state.fences.items()},
     }
 
 
 def run_transitions(
-    index: FenceIndex, state: DeviceState[ZoneKey], fixes: Sequence[FixRecord], config: TransitionConfig
+    index: FenceIndex,
+    state: DeviceState[ZoneKey],
+    fixes: Sequence[FixRecord],
+    config: TransitionConfig,
+    assumed_accuracy_m: float = math.nan,
 ) -> tuple[DeviceState[ZoneKey], list[TransitionEvent[ZoneKey]]]:
-    """Pure: one device's fixes in device-time order through the index and the transition rules."""
+    """Pure: one device's fixes in device-time order through the index and the transition rules.
+
+    This is what every fix request runs (and what `bench.flap` and `bench.engine` measure). A fix without
+    accuracy is judged with `assumed_accuracy_m` (the client protocol's, see settings); places' tuning
+    (`index.tuning`) gives their zones their own parameters.
+    """
     ordered = sorted(fixes, key=lambda f: f.ts)
     inside: list[set[ZoneKey]]
     if len(ordered) == 1:  # most requests; a bulk query's numpy set-up costs ~20x a point lookup
@@ -114,21 +143,40 @@ def run_transitions(
             inside[fix_idx].add((fence_id, zone))
     events: list[TransitionEvent[ZoneKey]] = []
     for position, record in enumerate(ordered):
-        outside = [key for key in state.fences if key not in inside[position]]
-        distances: dict[ZoneKey, float] = {}
-        if outside:
-            measured = index.distance_m([k[0] for k in outside], record.lon, record.lat, [k[1] for k in outside])
-            distances = dict(zip(outside, measured.tolist(), strict=True))
-        fix = Fix(
-            record.ts.timestamp(),
-            record.lon,
-            record.lat,
-            math.nan if record.accuracy_m is None else record.accuracy_m,
-            record.speed_mps,
-        )
-        state, new = step(state, fix, inside[position], distances, config)
+        accuracy = record.accuracy_m if record.accuracy_m is not None else assumed_accuracy_m
+        fix = Fix(record.ts.timestamp(), record.lon, record.lat, accuracy, record.speed_mps)
+        smoothed = smooth(state, fix, config)
+        at_mean = index.zones_at(smoothed.lon, smoothed.lat) if smoothed.ts != state.last_ts else set()
+        keys = list(inside[position].union(at_mean, state.fences))
+        signed = _signed(index, keys, inside[position], record.lon, record.lat)
+        mean_signed = _signed(index, keys, at_mean, smoothed.lon, smoothed.lat)
+        state, new = step(state, fix, signed, config, _zone_configs(index, keys, config), smoothed, mean_signed)
         events += new
     return state, events
+
+
+def _signed(
+    index: FenceIndex, keys: list[ZoneKey], inside: set[ZoneKey], lon: float, lat: float
+) -> dict[ZoneKey, float]:
+    if not keys:
+        return {}
+    measured = index.signed_distance_m([k[0] for k in keys], lon, lat, [k[1] for k in keys])
+    signed = dict(zip(keys, measured.tolist(), strict=True))
+    for key in inside:  # the index's containment is the truth on the boundary itself
+        signed[key] = max(signed[key], 0.0)
+    return signed
+
+
+def is_late(event_ts: float, received_at: datetime, late_after_s: float) -> bool:
+    """Whether an event's fix reached the server later than the organisation's limit (it then never pushes)."""
+    return received_at.timestamp() - event_ts > late_after_s
+
+
+def _zone_configs(index: FenceIndex, keys: list[ZoneKey], config: TransitionConfig) -> dict[ZoneKey, TransitionConfig]:
+    tuning = index.tuning
+    if not tuning:
+        return {}
+    return {key: config.with_overrides(tuning[key[0]]) for key in keys if key[0] in tuning}
 
 
 # ---- persistence ----
@@ -139,24 +187,26 @@ WITH stored AS (
     SELECT $1, $2, t, x, y, a, v, $8, $9
     FROM unnest($3::timestamptz[], $4::float8[], $5::float8[], $6::float8[], $7::float8[]) AS u(t, x, y, a, v)
 )
-SELECT state FROM device_states WHERE device_id = $2 FOR UPDATE
+SELECT ds.state, o.late_fix_after_s FROM device_states ds, organisations o
+WHERE ds.device_id = $2 AND o.id = $1 FOR UPDATE OF ds
 """
 SAVE_STATE = "UPDATE device_states SET state = $2::jsonb, updated_at = now() WHERE device_id = $1"
 
 
 INSERT_EVENTS = text("""
 WITH inserted AS (
-    INSERT INTO events (organisation_id, device_id, place_id, fence_id, kind, zone, occurred_at)
-    SELECT :org, :device, COALESCE(g.place_id, p.id), g.id, e.kind, e.zone, e.at
+    INSERT INTO events (organisation_id, device_id, place_id, fence_id, kind, zone, occurred_at, late)
+    SELECT :org, :device, COALESCE(g.place_id, p.id), g.id, e.kind, e.zone, e.at, e.late
     FROM unnest(CAST(:fence AS bigint[]), CAST(:place AS bigint[]), CAST(:kind AS text[]), CAST(:zone AS text[]),
-                CAST(:at AS timestamptz[])) WITH ORDINALITY AS e(fence_id, place_id, kind, zone, at, n)
+                CAST(:at AS timestamptz[]), CAST(:late AS boolean[]))
+         WITH ORDINALITY AS e(fence_id, place_id, kind, zone, at, late, n)
     LEFT JOIN geofences g ON g.id = e.fence_id AND g.organisation_id = :org
     LEFT JOIN places p ON p.id = e.place_id AND p.organisation_id = :org
     -- A fence removed since the device entered it still gets its exit, with the remembered place (see
     -- `state_places`) and no fence; nothing is recorded for a place that is gone.
     WHERE g.id IS NOT NULL OR (e.kind = 'exit' AND p.id IS NOT NULL)
     ORDER BY e.n
-    RETURNING id, kind, place_id, fence_id, zone, occurred_at
+    RETURNING id, kind, place_id, fence_id, zone, occurred_at, late
 )
 SELECT inserted.*, p.name AS place_name FROM inserted JOIN places p ON p.id = inserted.place_id
 ORDER BY inserted.id
@@ -206,7 +256,7 @@ async def _attach_visits(
         if event.zone == "building" and event.kind in ("enter", "dwell"):
             visit_id = await open_visit(session, device, event.place_id, event.occurred_at, detected=True)
         elif event.zone == "building" and event.kind == "exit":
-            still_inside = any(z == 0 and fence_places.get(f) == event.place_id for f, z in state.fences)
+            still_inside = any(z == 0 and fence_places.get(f) == event.place_id for f, z in state.inside())
             visit_id = await current_visit(session, device.device_id, event.place_id)
             if not still_inside and visit_id is not None:
                 await session.execute(
@@ -277,8 +327,16 @@ async def record_fixes(
     config: TransitionConfig,
     batch_id: str | None = None,
     source: str = "native",
+    assumed_accuracy_m: float = 30.0,
+    late_after_s: float = 600.0,
 ) -> FixOutcome:
+    """Store the fixes and run them through the rules under the device's state lock.
+
+    Events of fixes that arrive later than the organisation's limit (or `late_after_s`) are `late`: recorded
+    and sent to webhooks, never pushed. A fix without accuracy is judged with `assumed_accuracy_m`.
+    """
     session = uow.session
+    received_at = datetime.now(UTC)
     if batch_id is not None:
         claimed = (
             await session.execute(
@@ -299,7 +357,7 @@ async def record_fixes(
             return FixOutcome(accepted=int(seen), duplicate=True)
     # The hot path of every fix: asyncpg directly, one round trip to store the fixes and lock the state.
     driver = await _driver(session)
-    raw_state = await driver.fetchval(
+    locked = await driver.fetchrow(
         STORE_AND_LOCK,
         device.organisation_id,
         device.device_id,
@@ -311,11 +369,14 @@ async def record_fixes(
         batch_id,
         source,
     )
-    if raw_state is None:
+    if locked is None:
         raise NotFound("device not found (erased?)")
+    raw_state, organisation_late_s = locked
+    if organisation_late_s is not None:
+        late_after_s = float(organisation_late_s)
     raw = orjson.loads(raw_state) if isinstance(raw_state, str | bytes) else raw_state
     state = load_state(raw)
-    new_state, transitions = run_transitions(index, state, fixes, config)
+    new_state, transitions = run_transitions(index, state, fixes, config, assumed_accuracy_m)
     places = await state_places(session, raw, new_state)
     saved = with_places(dump_state(new_state), new_state, places)
     await driver.execute(SAVE_STATE, device.device_id, orjson.dumps(saved).decode())
@@ -332,13 +393,15 @@ async def record_fixes(
                 "kind": [t.kind for t in transitions],
                 "zone": [ZONES[t.key[1]] for t in transitions],
                 "at": [datetime.fromtimestamp(t.ts, UTC) for t in transitions],
+                "late": [is_late(t.ts, received_at, late_after_s) for t in transitions],
             },
         )
     ).all()
     recorded = [
-        RecordedEvent(r.id, r.kind, r.place_id, r.fence_id, r.zone, r.occurred_at, None, r.place_name) for r in rows
+        RecordedEvent(r.id, r.kind, r.place_id, r.fence_id, r.zone, r.occurred_at, None, r.place_name, r.late)
+        for r in rows
     ]
-    fence_places = await _fence_places(session, [f for f, _ in new_state.fences])
+    fence_places = await _fence_places(session, [f for f, _ in new_state.inside()])
     recorded = await _attach_visits(session, device, recorded, new_state, fence_places)
     await write_outbox(session, [e.id for e in recorded])
     return FixOutcome(accepted=len(fixes), events=recorded)

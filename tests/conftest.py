@@ -24,6 +24,9 @@ def test_env() -> Iterator[dict[str, str]]:
     with private_stack("placecast-test-", fast_unsafe=True) as (_, env):
         # Webhook receivers in tests listen on loopback; tests/integration/test_egress.py checks the refusal.
         env["PLACECAST_WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
+        # The suite's device clock runs days behind the real one (tests/world.py), so nothing would push under the
+        # default 10-minute late limit; tests of late fixes set their organisation's own limit.
+        env["PLACECAST_LATE_FIX_AFTER_S"] = str(30 * 86400)
         os.environ.update(env)
         from infra.settings import get_settings
 

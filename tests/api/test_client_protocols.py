@@ -218,7 +218,7 @@ async def test_traccar_json_body(client, world: World, app) -> None:
 @pytest.mark.parametrize(
     "params",
     [
-        {"id": "pcd_unknown", "lat": "60.1", "lon": "24.9", "timestamp": "1700000000"},
+        {"id": "pcd_unknown", "lat": "60.1", "lon": "24.9", "timestamp": str(int(time.time()) - 60)},
     ],
 )
 async def test_osmand_unknown_device_is_400(client, params) -> None:

@@ -106,19 +106,22 @@ async def test_batch_of_1000_accepted_and_1001_refused(client, world, app) -> No
 
 
 FUTURE = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+RECENT = (datetime.now(UTC) - timedelta(hours=1)).isoformat().encode()
+LAST_WEEK = (datetime.now(UTC) - timedelta(days=7, minutes=5)).isoformat()
 
 
 @pytest.mark.parametrize(
     ("raw", "field"),
     [
-        (b'{"lon": NaN, "lat": 60.1, "ts": "2026-01-01T00:00:00Z"}', "lon"),
-        (b'{"lon": 24.9, "lat": Infinity, "ts": "2026-01-01T00:00:00Z"}', "lat"),
-        (b'{"lon": 24.9, "lat": 91, "ts": "2026-01-01T00:00:00Z"}', "lat"),
-        (b'{"lon": -181, "lat": 60, "ts": "2026-01-01T00:00:00Z"}', "lon"),
-        (b'{"lon": 24.9, "lat": 60.1, "accuracy_m": -5, "ts": "2026-01-01T00:00:00Z"}', "accuracy_m"),
-        (b'{"lon": "east", "lat": 60.1, "ts": "2026-01-01T00:00:00Z"}', "lon"),
+        (b'{"lon": NaN, "lat": 60.1, "ts": "' + RECENT + b'"}', "lon"),
+        (b'{"lon": 24.9, "lat": Infinity, "ts": "' + RECENT + b'"}', "lat"),
+        (b'{"lon": 24.9, "lat": 91, "ts": "' + RECENT + b'"}', "lat"),
+        (b'{"lon": -181, "lat": 60, "ts": "' + RECENT + b'"}', "lon"),
+        (b'{"lon": 24.9, "lat": 60.1, "accuracy_m": -5, "ts": "' + RECENT + b'"}', "accuracy_m"),
+        (b'{"lon": "east", "lat": 60.1, "ts": "' + RECENT + b'"}', "lon"),
         (b'{"lon": 24.9, "lat": 60.1}', "ts"),
         (b'{"lon": 24.9, "lat": 60.1, "ts": "' + FUTURE.encode() + b'"}', "ts"),
+        (b'{"lon": 24.9, "lat": 60.1, "ts": "' + LAST_WEEK.encode() + b'"}', "ts"),  # older than 7 days
         (b'{"lon": 24.9, "lat": 60.1, "ts": "yesterday"}', "ts"),
         (b"[1, 2]", "body"),
         (b'{"lon": 24.9,', "body"),
@@ -135,7 +138,7 @@ async def test_bad_fixes_are_422_naming_the_field(client, world, raw, field) -> 
 
 async def test_huge_body_is_413(client, world) -> None:
     device = await register(client, world)
-    blob = b'{"batch_id": "x", "fixes": [' + b'{"lon": 1, "lat": 1, "ts": "2026-01-01T00:00:00Z"},' * 60_000 + b"]}"
+    blob = b'{"batch_id": "x", "fixes": [' + b'{"lon": 1, "lat": 1, "ts": "2026-12-01T00:00:00Z"},' * 60_000 + b"]}"
     answer = await client.post("/v1/fixes/batch", content=blob, headers={**device, "content-type": "application/json"})
     assert answer.status_code == 413
 

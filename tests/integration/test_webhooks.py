@@ -61,6 +61,7 @@ async def test_signature_verifies_with_the_secret_shown_at_creation(app, client,
         "organisation_id": organisation_id,
         "place": {"id": place_id, "name": "Oodi"},
         "device_id": device_id,
+        "late": False,
     }
 
     signature = request.headers["x-placecast-signature"]

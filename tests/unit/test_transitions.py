@@ -1,24 +1,26 @@
 """Transition rules on a one-dimensional fence: the device is inside key "F" while x <= 0 m.
 
-x is metres east of the fence's edge; a fix's position is placed on the map accordingly so the jump
-check sees real distances.
+x is metres east of the fence's wall (the fence is the half-plane west of it); a fix's position is placed on the
+map accordingly so the jump check and the mean position see real distances. The signed distance the rules get
+is -x (depth inside positive), for the fix and for the mean position, as `services.tracking` hands it over.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
-from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geofences.transitions import DeviceState, FenceState, Fix, TransitionConfig, TransitionEvent, step
+from geofences.geodesy import EARTH_RADIUS_M
+from geofences.transitions import DeviceState, Fix, TransitionConfig, TransitionEvent, smooth, step
 
-CONFIG = TransitionConfig(max_enter_accuracy_m=50, min_exit_margin_m=10, dwell_after_s=300, max_speed_mps=80)
+CONFIG = TransitionConfig()
 LON0, LAT0 = 24.94, 60.17
-M_PER_DEG_LON = math.radians(1.0) * 6371008.8 * math.cos(math.radians(LAT0))
+M_PER_DEG_LON = math.radians(1.0) * EARTH_RADIUS_M * math.cos(math.radians(LAT0))
 State = DeviceState[str]
 
 
@@ -26,14 +28,15 @@ def fix(ts: float, x: float, accuracy: float = 5.0, speed: float | None = None) 
     return Fix(ts, LON0 + x / M_PER_DEG_LON, LAT0, accuracy, speed)
 
 
-def x_of(f: Fix) -> float:
-    return (f.lon - LON0) * M_PER_DEG_LON
+def x_of(lon: float) -> float:
+    return (lon - LON0) * M_PER_DEG_LON
 
 
 def apply(state: State, f: Fix, config: TransitionConfig = CONFIG) -> tuple[State, list[TransitionEvent[str]]]:
-    x = x_of(f)
-    inside = {"F"} if x <= 0 else set()
-    return step(state, f, inside, {"F": max(x, 0.0)}, config)
+    mean = smooth(state, f, config)
+    at_fix = {"F": -x_of(f.lon)} if x_of(f.lon) <= 0 or "F" in state.fences else {}
+    at_mean = {"F": -x_of(mean.lon)} if x_of(mean.lon) <= 0 or "F" in state.fences else {}
+    return step(state, f, at_fix, config, None, mean, at_mean)
 
 
 def run(fixes: Sequence[Fix], config: TransitionConfig = CONFIG) -> tuple[State, list[TransitionEvent[str]]]:
@@ -46,164 +49,188 @@ def run(fixes: Sequence[Fix], config: TransitionConfig = CONFIG) -> tuple[State,
 
 
 def kinds(events: Sequence[TransitionEvent[str]]) -> list[str]:
-    return [event.kind for event in events]
+    return [event.kind for event in events if event.kind != "dwell"]
 
 
-def test_first_fix_already_inside_is_an_enter() -> None:
-    state, events = run([fix(0, -20)])
-    assert events == [TransitionEvent("enter", "F", 0)]
-    assert state.fences["F"].entered_at == 0
+def walk(start_x: float, end_x: float, seconds: float, every_s: float = 5.0, t0: float = 0.0) -> list[Fix]:
+    steps = int(seconds / every_s)
+    return [fix(t0 + i * every_s, start_x + (end_x - start_x) * i / steps) for i in range(steps + 1)]
 
 
-def test_enter_waits_for_an_accurate_fix() -> None:
-    _, events = run([fix(0, -20, accuracy=200), fix(10, -20, accuracy=51), fix(20, -20, accuracy=50)])
-    assert events == [TransitionEvent("enter", "F", 20)]
+def test_one_deep_fix_enters_unless_the_device_was_settled_elsewhere_moments_ago() -> None:
+    state, events = run([fix(0, -30)])
+    assert events == [TransitionEvent("enter", "F", 0)] and state.fences["F"].since == 0
+    assert kinds(run([fix(0, 200), fix(300, -30)])[1]) == ["enter"]  # reports rarely: nothing contradicts it
+    state, events = run([fix(0, 200), fix(10, 200), fix(20, 200), fix(30, -30)])
+    assert events == []  # settled outside 10 s ago: this fix may be an outlier ...
+    state, events = apply(state, fix(35, -30))
+    assert events == [TransitionEvent("enter", "F", 35)]  # ... until a second one agrees
 
 
-def test_unknown_accuracy_never_enters() -> None:
-    assert run([fix(0, -20, accuracy=math.nan), fix(10, -20, accuracy=-1)])[1] == []
+def test_a_multipath_outlier_enters_nothing() -> None:
+    fixes = [fix(10 * i, 25) for i in range(10)] + [fix(100, -150, accuracy=15)]
+    fixes += [fix(110 + 10 * i, 25) for i in range(10)]
+    assert run(fixes)[1] == []
 
 
-@pytest.mark.parametrize(
-    ("outside_m", "accuracy", "exits"),
-    [(9.9, 5, False), (10, 5, True), (25, 30, False), (30, 30, True), (500, math.nan, False)],
-)
-def test_exit_needs_a_margin_of_the_fix_accuracy_and_at_least_the_floor(
-    outside_m: float, accuracy: float, exits: bool
-) -> None:
-    _, events = run([fix(0, -5), fix(10, outside_m, accuracy)])
-    assert kinds(events) == (["enter", "exit"] if exits else ["enter"])
+def test_a_walk_in_is_confirmed_within_two_fixes_of_the_crossing() -> None:
+    # 1.4 m/s from 60 m outside, a fix every 5 s; the wall is crossed at ~43 s.
+    _, events = run(walk(60, -60, 86, every_s=5))
+    enters = [e for e in events if e.kind == "enter"]
+    assert len(enters) == 1 and 43 <= enters[0].ts <= 43 + 15
 
 
-def test_dwell_fires_once_after_the_dwell_time_and_again_on_the_next_visit() -> None:
-    visit = [fix(t, -5) for t in range(0, 601, 60)]
-    back = [fix(700, 50), fix(710, -5), fix(1009, -5), fix(1010, -5), fix(1300, -5)]
-    _, events = run(visit + back)
-    assert [(e.kind, e.ts) for e in events] == [
-        ("enter", 0),
-        ("dwell", 300),
-        ("exit", 700),
-        ("enter", 710),
-        ("dwell", 1010),
-    ]
+def test_a_walk_in_and_out_is_one_enter_and_one_exit() -> None:
+    fixes = walk(80, -40, 90) + walk(-40, -40, 300, t0=95) + walk(-40, 120, 115, t0=400)
+    _, events = run(fixes)
+    assert kinds(events) == ["enter", "exit"]
 
 
-def test_dwell_counts_time_in_the_hysteresis_band() -> None:
-    _, events = run([fix(0, -5), fix(100, 5), fix(301, 5)])
-    assert kinds(events) == ["enter", "dwell"]
-
-
-@pytest.mark.parametrize("ts", [100.0, 99.0])
-def test_stale_and_replayed_fixes_fire_nothing_and_change_nothing(ts: float) -> None:
-    state, _ = run([fix(0, 500), fix(100, 400)])
-    new_state, events = apply(state, fix(ts, -20))
-    assert events == [] and new_state is state
-
-
-def test_an_implausible_jump_is_ignored() -> None:
-    state, _ = run([fix(0, 2000)])
-    jumped, events = apply(state, fix(10, -5))  # 2 km in 10 s
+def test_coarse_fixes_never_enter_nor_exit() -> None:
+    _, events = run([fix(0, -300, accuracy=150), fix(10, -300, accuracy=101)])
     assert events == []
-    assert (jumped.last_ts, jumped.last_lon, jumped.fences) == (state.last_ts, state.last_lon, state.fences)
-    _, events = apply(jumped, fix(40, -5))  # 2 km in 40 s from the last accepted fix: plausible
-    assert kinds(events) == ["enter"]
+    state, events = run([fix(0, -30), fix(5, -30), *(fix(10 + 10 * i, 3000, accuracy=2500) for i in range(30))])
+    assert kinds(events) == ["enter"] and "F" in state.fences
 
 
-def test_a_reported_speed_over_the_limit_is_ignored() -> None:
-    state, _ = run([fix(0, 100)])
-    assert apply(state, fix(10, -5, speed=81)) == (state, [])
-    assert kinds(apply(state, fix(10, -5, speed=80))[1]) == ["enter"]
-
-
-def test_after_enough_consecutive_jumps_the_new_position_is_believed() -> None:
-    """One bad accepted fix must not anchor the device until time alone makes a jump plausible."""
-    config = TransitionConfig(max_rejected_jumps=2)
-    state, _ = run([fix(0, 50_000)], config)
-    for t in (10, 20):
-        state, events = apply(state, fix(t, -5), config)
-        assert events == []
-    state, events = apply(state, fix(30, -5), config)
+def test_a_coarse_fix_does_not_move_the_device_for_the_jump_check() -> None:
+    # A network fix 3 km away, then accurate fixes where the device is: no jump, no exit, no second enter.
+    fixes = [fix(0, -30), fix(5, -30), fix(10, 3000, accuracy=2500), *(fix(20 + 10 * i, -30) for i in range(10))]
+    state, events = run(fixes)
     assert kinds(events) == ["enter"] and state.rejected_jumps == 0
 
 
-def test_non_finite_fixes_are_ignored() -> None:
-    state, _ = run([fix(0, 100)])
-    for bad in (Fix(math.nan, LON0, LAT0, 5), Fix(10, math.inf, LAT0, 5), Fix(10, LON0, math.nan, 5)):
-        assert apply(state, bad) == (state, [])
+def test_missing_accuracy_is_coarse_here_the_caller_assumes_one() -> None:
+    assert run([fix(0, -300, accuracy=math.nan), fix(10, -300, accuracy=math.nan)])[1] == []
+    assert kinds(run([fix(0, -300, accuracy=30.0), fix(10, -300, accuracy=30.0)])[1]) == ["enter"]
 
 
-def test_within_one_fix_exits_come_before_enters() -> None:
-    state: State = DeviceState(0.0, LON0, LAT0, {"A": FenceState(0.0)})
-    _, events = step(state, fix(10, 0), {"B"}, {"A": 20.0})
-    assert kinds(events) == ["exit", "enter"] and [e.key for e in events] == ["A", "B"]
+def test_the_jump_check_allows_for_both_fixes_accuracy() -> None:
+    # 1 s apart, 150 m apart: 150 m/s without accuracy, but both fixes may be 40 m off: (150 - 80) / 1 < 80.
+    state, _ = run([fix(0, 500, accuracy=40), fix(1, 650, accuracy=40)])
+    assert state.rejected_jumps == 0 and state.last_ts == 1
+    state, _ = run([fix(0, 500, accuracy=5), fix(1, 650, accuracy=5)])
+    assert state.rejected_jumps == 1 and state.last_ts == 0
 
 
-# --- properties --------------------------------------------------------------------------------
-
-times = st.lists(st.floats(1, 120), min_size=1, max_size=60).map(
-    lambda gaps: [sum(gaps[: i + 1]) for i in range(len(gaps))]
+@pytest.mark.parametrize(
+    ("metres_per_second", "jump"),
+    [(79.0, False), (85.0, True), (100.0, True), (120.0, True), (159.0, True)],
 )
+def test_the_speed_limit_is_metres_per_second(metres_per_second: float, jump: bool) -> None:
+    # Accuracy 5 m each: 10 m of the distance is explained by error; 10 s apart.
+    travelled = metres_per_second * 10 + 10
+    state, _ = run([fix(0, 1000), fix(10, 1000 + travelled)])
+    assert (state.rejected_jumps == 1) is jump
+    reported, _ = run([fix(0, 1000), fix(10, 1000, speed=metres_per_second)])
+    assert (reported.last_ts == 0) is (metres_per_second > CONFIG.max_speed_mps)
 
 
-@settings(max_examples=150, deadline=None)
-@given(times, st.data())
-def test_jitter_around_the_boundary_fires_at_most_one_event(ts: list[float], data: st.DataObject) -> None:
-    noise = data.draw(st.lists(st.floats(-9.99, 9.99), min_size=len(ts), max_size=len(ts)))
-    _, events = run([fix(t, e) for t, e in zip(ts, noise, strict=True)])
-    assert kinds(events) in ([], ["enter"], ["enter", "dwell"])
+def test_after_max_rejected_jumps_the_next_fix_is_believed() -> None:
+    fixes = [fix(0, 0), *(fix(t, 10_000) for t in (1, 2, 3, 4))]
+    state, _ = run(fixes, TransitionConfig(max_rejected_jumps=3))
+    assert state.last_ts == 4 and state.rejected_jumps == 0
 
 
-@settings(max_examples=150, deadline=None)
-@given(times, st.data())
-def test_a_route_with_noise_below_half_the_margin_fires_once_per_true_crossing(
-    ts: list[float], data: st.DataObject
-) -> None:
-    """Enter needs true x < 5 m and exit true x > 5 m, so events alternate with crossings of x = 5."""
-    true_x = data.draw(st.lists(st.floats(-60, 60), min_size=len(ts), max_size=len(ts)))
-    noise = data.draw(st.lists(st.floats(-4.99, 4.99), min_size=len(ts), max_size=len(ts)))
-    _, events = run([fix(t, x + e) for t, x, e in zip(ts, true_x, noise, strict=True)])
-    transitions = [k for k in kinds(events) if k != "dwell"]
-    assert transitions == ["enter", "exit"] * (len(transitions) // 2) + ["enter"] * (len(transitions) % 2)
-    crossings = sum((a >= 5) != (b >= 5) for a, b in pairwise(true_x))
-    assert len(transitions) <= 1 + crossings
+@pytest.mark.parametrize(("outside_m", "exits"), [(9.9, False), (10.0, True), (40.0, True)])
+def test_the_exit_margin_boundary(outside_m: float, exits: bool) -> None:
+    # Mean uncertainty at its floor and the exit margin 10 m: the deciding fix must be >= 10 m outside.
+    config = TransitionConfig(exit_sigmas=0.0)
+    state, _ = run([fix(0, -30), fix(5, -30)], config)
+    state, first = apply(state, fix(100, outside_m), config)  # the device moved: its mean restarts here
+    state, events = apply(state, fix(130, outside_m), config)  # outside for min_exit_s, a second fix agreeing
+    assert first == [] and (kinds(events) == ["exit"]) is exits
 
 
-@settings(max_examples=150, deadline=None)
-@given(times, st.data())
-def test_staying_inside_with_noise_below_the_margin_is_one_enter_and_no_exit(
-    ts: list[float], data: st.DataObject
-) -> None:
-    true_x = data.draw(st.lists(st.floats(-40, 0), min_size=len(ts), max_size=len(ts)))
-    noise = data.draw(st.lists(st.floats(-9.99, 9.99), min_size=len(ts), max_size=len(ts)))
-    fixes = [fix(t, x + e) for t, x, e in zip(ts, true_x, noise, strict=True)]
+def test_an_exit_needs_the_device_outside_for_min_exit_s() -> None:
+    fixes = [fix(0, -30), fix(5, -30), *(fix(100 + 5 * i, 200) for i in range(10))]
     _, events = run(fixes)
-    # Judge inside/outside on the position as stored (degrees), as the rules see it.
-    assert kinds(events).count("enter") == (1 if min(x_of(f) for f in fixes) <= 0 else 0)
+    exits = [e for e in events if e.kind == "exit"]
+    assert len(exits) == 1 and exits[0].ts - 100 >= CONFIG.min_exit_s
+
+
+def test_dwell_fires_once_per_stay() -> None:
+    fixes = [fix(0, -30), *(fix(30 * i, -30) for i in range(1, 25))]
+    _, events = run(fixes)
+    assert [e.ts for e in events if e.kind == "dwell"] == [300]
+
+
+def test_a_deleted_fence_is_exited_at_the_next_fix() -> None:
+    state, _ = run([fix(0, -30), fix(5, -30)])
+    state, events = step(state, fix(10, -30), {}, CONFIG)
+    assert events == [TransitionEvent("exit", "F", 10)]
+
+
+def test_a_tuned_place_uses_its_own_margins() -> None:
+    glass = CONFIG.with_overrides({"min_enter_depth_m": 60.0, "enter_depth_sigmas": 20.0, "unknown": 1})
+    mean = smooth(DeviceState(), fix(0, -30), CONFIG)
+    _, events = step(DeviceState(), fix(0, -30), {"F": 30.0}, CONFIG, {"F": glass}, mean, {"F": 2.0})
+    assert events == []
+    assert CONFIG.with_overrides({}) is CONFIG
+
+
+def gauss_trace(seed: int, x: float, accuracy: float, hours: float = 1.0, every_s: float = 10.0) -> list[Fix]:
+    """A phone standing still at x, reporting Gaussian fixes (sigma per axis = accuracy, the worst reading)."""
+    rng = random.Random(seed)
+    return [fix(i * every_s, x + rng.gauss(0, accuracy / 1.51), accuracy) for i in range(int(hours * 3600 / every_s))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    distance=st.floats(3, 30),
+    accuracy=st.floats(5, 40),
+    inside=st.booleans(),
+)
+def test_standing_still_near_a_wall_never_exits_and_enters_at_most_once(
+    seed: int, distance: float, accuracy: float, inside: bool
+) -> None:
+    _, events = run(gauss_trace(seed, -distance if inside else distance, accuracy))
+    assert kinds(events).count("enter") <= 1
     assert "exit" not in kinds(events)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
-    st.lists(
-        st.tuples(st.floats(0, 2000), st.floats(-100, 100), st.sampled_from([3.0, 40.0, 300.0])),
-        min_size=1,
-        max_size=60,
-    )
+    start=st.floats(60, 300),
+    depth=st.floats(25, 200),
+    speed=st.floats(0.8, 2.0),
+    every_s=st.sampled_from([1.0, 5.0, 10.0]),
+    stay_s=st.floats(60, 1800),
 )
-def test_stale_fixes_never_emit_and_dwell_fires_at_most_once_per_visit(
-    raw: list[tuple[float, float, float]],
+def test_a_walk_in_and_out_is_exactly_one_enter_and_one_exit(
+    start: float, depth: float, speed: float, every_s: float, stay_s: float
 ) -> None:
-    state: State = DeviceState()
-    visit_dwells, entered_at = 0, None
-    for t, x, accuracy in raw:
-        before = state
-        state, events = apply(state, fix(t, x, accuracy))
-        if before.last_ts is not None and t <= before.last_ts:
-            assert events == [] and state is before
-        for event in events:
-            if event.kind == "enter":
-                visit_dwells, entered_at = 0, event.ts
-            elif event.kind == "dwell":
-                visit_dwells += 1
-                assert entered_at is not None and event.ts - entered_at >= CONFIG.dwell_after_s
-            assert visit_dwells <= 1
+    there = (start + depth) / speed
+    fixes = walk(start, -depth, there, every_s)
+    fixes += walk(-depth, -depth, stay_s, every_s, t0=there + every_s)
+    back = there + stay_s + 2 * every_s
+    fixes += walk(-depth, start + 100, (start + 100 + depth) / speed, every_s, t0=back)
+    _, events = run(fixes)
+    assert kinds(events) == ["enter", "exit"]
+    crossing = start / speed
+    assert events[0].ts - crossing <= max(15.0, 2 * every_s) + 5.0  # ~15 s, or two fixes
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    positions=st.lists(st.floats(-3000, 3000), min_size=1, max_size=30),
+    accuracy=st.floats(100.001, 10_000),
+)
+def test_coarse_fixes_never_exit(positions: list[float], accuracy: float) -> None:
+    state, _ = run([fix(0, -30), fix(5, -30)])
+    for n, x in enumerate(positions, start=1):
+        state, events = apply(state, fix(n * 10.0, x, accuracy))
+        assert "exit" not in kinds(events)
+    assert "F" in state.fences
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ages=st.lists(st.floats(0, 5000), min_size=1, max_size=20),
+)
+def test_replayed_and_out_of_order_fixes_change_nothing(ages: list[float]) -> None:
+    state, _ = run([fix(0, 200), fix(6000, -30)])
+    for age in ages:
+        again, events = apply(state, fix(6000 - age, 500))
+        assert events == [] and again == state
