@@ -17,6 +17,7 @@ from geofences.schemas import (
     PlacePage,
     PlacePatch,
     fences_to_specs,
+    gps_tuning_problems,
     place_in_to_spec,
 )
 from infra.deps import PrincipalDep, SettingsDep, UowDep
@@ -108,10 +109,18 @@ async def update_place(
 ) -> PlaceOut:
     principal.require(Role.editor)
     changes = body.model_dump(exclude_unset=True, exclude={"fences"})
-    for required in ("name", "kind", "timezone", "properties"):
+    for required in ("name", "kind", "timezone", "properties", "gps_tuning"):
         if required in changes and changes[required] is None:
             raise ValidationFailed("null not allowed", [Problem(required, "may not be null")])
-    fences = fences_to_specs(body.fences, settings.geometry_limits) if body.fences is not None else None
+    problems: list[Problem] = []
+    if "gps_tuning" in changes:  # the whole object: {} goes back to the organisation's settings
+        changes["gps_tuning"], problems = gps_tuning_problems(changes["gps_tuning"])
+    try:
+        fences = fences_to_specs(body.fences, settings.geometry_limits) if body.fences is not None else None
+    except ValidationFailed as error:  # every problem at once
+        raise ValidationFailed(error.message, problems + error.problems) from error
+    if problems:
+        raise ValidationFailed("invalid gps_tuning", problems)
     record = await place_service.update_place(
         uow,
         organisation_id=principal.organisation_id,

@@ -37,6 +37,14 @@ class PlaceSpec:
     external_ref: str | None = None
     approach_m: float | None = None
     properties: dict[str, Any] = field(default_factory=dict)
+    # Overrides of the GPS transition rules for this place's fences (geofences/tuning.py), e.g. a wide glass façade
+    # that reflects GPS. None: not given (an import that does not mention it keeps a stored place's; {} when new).
+    gps_tuning: dict[str, float] | None = None
+
+
+# One fence as the in-memory index is built from it: (fence id, place id, fence, the place's approach_m, the place's
+# gps_tuning). A change to the place's approach_m or gps_tuning is a fence change (the fence version moves).
+IndexRow = tuple[int, int, FenceSpec, float | None, dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,10 @@
 
 One Feature is one place. Its geometry is one fence (Polygon, MultiPolygon, or Point + radius_m),
 or a GeometryCollection of such fences. A Point's radius is `radius_m` on the Point itself (a
-foreign member, RFC 7946 §6.1) or else `properties.radius_m`. Exporting and re-importing gives
-equal PlaceSpecs.
+foreign member, RFC 7946 §6.1) or else `properties.radius_m`. `properties.gps_tuning` is the place's GPS tuning
+(geofences/tuning.py), checked like the API's; left out (or null), an import keeps a stored place's tuning, and an
+export leaves it out when the place has none. Exporting and re-importing gives equal PlaceSpecs (an empty tuning
+comes back as not said).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from shapely.geometry import MultiPolygon, Polygon
 
 from geofences.domain import FenceSpec, GeometryLimits, PlaceSpec
+from geofences.tuning import check_gps_tuning
 from geofences.validation import (
     GeometryProblem,
     GeometryValidationError,
@@ -37,6 +40,7 @@ RESERVED_PROPERTIES = frozenset(
         "approach_m",
         "radius_m",
         "place_id",
+        "gps_tuning",
     }
 )
 DEFAULT_KIND = "other"
@@ -93,6 +97,15 @@ def _approach(
         )
         return None
     return float(value)
+
+
+def _gps_tuning(props: dict[str, Any], path: str, problems: list[GeometryProblem]) -> dict[str, float] | None:
+    value = props.get("gps_tuning")
+    if value is None:
+        return None  # not said: a stored place keeps its own
+    tuning, found = check_gps_tuning(value, f"{path}.gps_tuning")
+    problems.extend(found)
+    return tuning
 
 
 def _external_ref(
@@ -180,6 +193,7 @@ def _feature_to_place(feature: object, path: str, limits: GeometryLimits) -> Pla
         opening_hours=_optional_text(props, "opening_hours", ppath, problems),
         external_ref=_external_ref(feature, props, path, problems),
         approach_m=_approach(props, ppath, limits, problems),
+        gps_tuning=_gps_tuning(props, ppath, problems),
         properties={k: v for k, v in props.items() if k not in RESERVED_PROPERTIES},
     )
     if problems:
@@ -280,6 +294,7 @@ def place_to_feature(place_id: int | None, place: PlaceSpec) -> dict[str, Any]:
         "opening_hours": place.opening_hours,
         "external_ref": place.external_ref,
         "approach_m": place.approach_m,
+        "gps_tuning": dict(place.gps_tuning) if place.gps_tuning else None,
         "place_id": place_id,
     }
     props.update({k: v for k, v in optional.items() if v is not None})

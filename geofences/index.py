@@ -375,6 +375,24 @@ class FenceIndex:
         index.skipped = tuple(skipped)
         return index
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (the builder process hands indexes over that way) with `tuning` as plain dicts, which pickle
+        can write (read-only mappings it cannot); a place's overrides shared by its fences stay shared."""
+        state = dict(vars(self))
+        if "tuning" in state:
+            plain: dict[int, dict[str, Any]] = {}
+            state["tuning"] = {f: plain.setdefault(id(o), dict(o)) for f, o in self.tuning.items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        tuning = state.pop("tuning", None)
+        vars(self).update(state)
+        if tuning is not None:
+            frozen: dict[int, Mapping[str, Any]] = {}
+            self.tuning = MappingProxyType(
+                {f: frozen.setdefault(id(o), MappingProxyType(o)) for f, o in tuning.items()}
+            )
+
     def __len__(self) -> int:
         return int(self._fence_ids.size)
 

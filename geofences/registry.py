@@ -16,19 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 
 import structlog
 from redis.asyncio import Redis
 
-from geofences.domain import FenceSpec
+from geofences.domain import IndexRow
 from geofences.index import FenceIndex
+from geofences.tuning import clean_gps_tuning
 
 log = structlog.get_logger(__name__)
 
 FENCE_CHANNEL = "placecast:fences"
 
-FenceRows = list[tuple[int, int, FenceSpec, float | None]]
+FenceRows = list[IndexRow]  # (fence id, place id, spec, the place's approach_m, the place's gps_tuning)
 LoadFences = Callable[[int], Awaitable[FenceRows]]
 # organisation ids -> their fence versions (`organisations.fence_version`), in one query; missing ids count as 0
 LoadVersions = Callable[[Sequence[int]], Awaitable[dict[int, int]]]
@@ -36,8 +38,18 @@ Rebuild = Callable[[int, int], Awaitable[FenceIndex]]  # (organisation id, versi
 
 
 def build_index(rows: FenceRows, version: int) -> FenceIndex:
-    approach = {place_id: approach_m for _, place_id, _, approach_m in rows if approach_m}
-    return FenceIndex.build(((f, p, spec) for f, p, spec, _ in rows), approach_m=approach, version=version)
+    """The index of `rows`, with `tuning` (fence id -> its place's GPS overrides) for places that have any."""
+    approach = {place_id: approach_m for _, place_id, _, approach_m, _ in rows if approach_m}
+    index = FenceIndex.build(((f, p, spec) for f, p, spec, _, _ in rows), approach_m=approach, version=version)
+    by_place: dict[int, Mapping[str, float]] = {}
+    tuning: dict[int, Mapping[str, float]] = {}
+    for fence_id, place_id, _, _, overrides in rows:
+        if place_id not in by_place:  # one immutable mapping per place, shared by its fences
+            by_place[place_id] = MappingProxyType(clean_gps_tuning(overrides))
+        if by_place[place_id]:
+            tuning[fence_id] = by_place[place_id]
+    index.tuning = MappingProxyType(tuning)
+    return index
 
 
 async def publish_fence_change(redis: Redis, organisation_id: int) -> None:

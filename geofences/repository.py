@@ -12,7 +12,7 @@ from shapely import from_wkb
 from sqlalchemy import and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from geofences.domain import BBox, FenceSpec, PlaceRecord, PlaceSpec
+from geofences.domain import BBox, FenceSpec, IndexRow, PlaceRecord, PlaceSpec
 from geofences.models import Geofence, Place
 
 PLACE_FIELDS = (
@@ -28,7 +28,7 @@ PLACE_FIELDS = (
 
 
 def _place_values(spec: PlaceSpec) -> dict[str, Any]:
-    return {name: getattr(spec, name) for name in PLACE_FIELDS}
+    return {name: getattr(spec, name) for name in PLACE_FIELDS} | {"gps_tuning": spec.gps_tuning or {}}
 
 
 def _fence_row(organisation_id: int, place_id: int, fence: FenceSpec) -> dict[str, Any]:
@@ -150,12 +150,16 @@ class PlaceRepository:
             await self.session.execute(delete(Geofence).where(Geofence.id.in_(left_over)))
         return FenceSync([i for i in ids if i is not None], updated, len(new_ids), len(left_over))
 
-    async def approach_m(self, organisation_id: int, place_id: int) -> float | None:
-        return (
+    async def index_fields(self, organisation_id: int, place_id: int) -> tuple[float | None, dict[str, Any]] | None:
+        """The place's fields the fence index is built from besides its fences: (approach_m, gps_tuning)."""
+        row = (
             await self.session.execute(
-                select(Place.approach_m).where(Place.id == place_id, Place.organisation_id == organisation_id)
+                select(Place.approach_m, Place.gps_tuning).where(
+                    Place.id == place_id, Place.organisation_id == organisation_id
+                )
             )
-        ).scalar_one_or_none()
+        ).one_or_none()
+        return None if row is None else (row.approach_m, dict(row.gps_tuning or {}))
 
     async def exists(self, organisation_id: int, place_id: int) -> bool:
         found = await self.session.execute(
@@ -228,6 +232,7 @@ class PlaceRepository:
             external_ref=place.external_ref,
             approach_m=place.approach_m,
             properties=dict(place.properties or {}),
+            gps_tuning=dict(place.gps_tuning or {}),
             fences=[
                 FenceSpec(
                     kind="circle" if f.kind == "circle" else "polygon",
@@ -246,8 +251,8 @@ class PlaceRepository:
             await self.session.execute(select(func.count(Place.id)).where(Place.organisation_id == organisation_id))
         ).scalar_one()
 
-    async def fences_for_index(self, organisation_id: int) -> list[tuple[int, int, FenceSpec, float | None]]:
-        """Every fence of the organisation with its place's approach distance, for the in-memory index."""
+    async def fences_for_index(self, organisation_id: int) -> list[IndexRow]:
+        """Every fence of the organisation with its place's approach distance and GPS tuning, for the index."""
         return fence_rows(await self.session.execute(fences_for_index_query(organisation_id)))
 
 
@@ -277,19 +282,21 @@ def fences_for_index_query(organisation_id: int) -> Any:
             func.ST_AsBinary(Geofence.geom),
             Geofence.radius_m,
             Place.approach_m,
+            Place.gps_tuning,
         )
         .join(Place, Place.id == Geofence.place_id)
         .where(Geofence.organisation_id == organisation_id)
     )
 
 
-def fence_rows(rows: Any) -> list[tuple[int, int, FenceSpec, float | None]]:
+def fence_rows(rows: Any) -> list[IndexRow]:
     return [
         (
             fence_id,
             place_id,
             FenceSpec(kind="circle" if kind == "circle" else "polygon", geometry=from_wkb(bytes(wkb)), radius_m=radius),
             approach,
+            dict(tuning or {}),
         )
-        for fence_id, place_id, kind, wkb, radius, approach in rows
+        for fence_id, place_id, kind, wkb, radius, approach, tuning in rows
     ]

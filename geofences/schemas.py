@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from shapely.geometry import mapping
 
 from geofences.domain import FenceSpec, GeometryLimits, PlaceRecord, PlaceSpec
+from geofences.tuning import ALLOWED as GPS_TUNABLES
+from geofences.tuning import check_gps_tuning
 from geofences.validation import GeometryValidationError, validate_fence_geometry
 from services.errors import Problem, ValidationFailed
 
@@ -29,6 +31,12 @@ class FenceIn(BaseModel):
     radius_m: float | None = Field(default=None, description="Circle radius in metres (geodesic)")
 
 
+GPS_TUNING_DOC = (
+    "Advanced: this place's overrides of the GPS enter/exit rules (e.g. wider margins for a glass façade), a flat"
+    f" object of numbers; keys: {', '.join(GPS_TUNABLES)}. {{}} means the organisation's settings."
+)
+
+
 class PlaceFields(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     name: str = Field(min_length=1, max_length=300)
@@ -39,6 +47,7 @@ class PlaceFields(BaseModel):
     external_ref: str | None = Field(default=None, max_length=200)
     approach_m: float | None = Field(default=None, ge=0, le=2000)
     properties: dict[str, Any] = Field(default_factory=dict)
+    gps_tuning: dict[str, Any] = Field(default_factory=dict, description=GPS_TUNING_DOC)
 
     _tz = field_validator("timezone")(_check_timezone)
 
@@ -56,6 +65,7 @@ class PlacePatch(BaseModel):
     opening_hours: str | None = Field(default=None, max_length=1000)
     approach_m: float | None = Field(default=None, ge=0, le=2000)
     properties: dict[str, Any] | None = None
+    gps_tuning: dict[str, Any] | None = Field(default=None, description=GPS_TUNING_DOC + " Replaces the whole object.")
     fences: list[FenceIn] | None = Field(default=None, min_length=1, max_length=50)
 
     _tz = field_validator("timezone")(_check_timezone)
@@ -87,9 +97,23 @@ def fences_to_specs(fences: list[FenceIn], limits: GeometryLimits, prefix: str =
     return specs
 
 
+def gps_tuning_problems(value: object) -> tuple[dict[str, float], list[Problem]]:
+    """The tuning as numbers, and its problems as the API reports them (`gps_tuning.<key>`)."""
+    tuning, problems = check_gps_tuning(value)
+    return tuning, [Problem(p.field, p.reason, p.code) for p in problems]
+
+
 def place_in_to_spec(place: PlaceIn, limits: GeometryLimits) -> PlaceSpec:
-    fields = place.model_dump(exclude={"fences"})
-    return PlaceSpec(**fields, fences=fences_to_specs(place.fences, limits))
+    """Every problem at once: the tuning's and the fences'."""
+    fields = place.model_dump(exclude={"fences", "gps_tuning"})
+    tuning, problems = gps_tuning_problems(place.gps_tuning)
+    try:
+        fences = fences_to_specs(place.fences, limits)
+    except ValidationFailed as error:
+        raise ValidationFailed(error.message, problems + error.problems) from error
+    if problems:
+        raise ValidationFailed("invalid gps_tuning", problems)
+    return PlaceSpec(**fields, gps_tuning=tuning, fences=fences)
 
 
 class FenceOut(BaseModel):
@@ -117,6 +141,7 @@ class PlaceOut(PlaceFields):
             external_ref=spec.external_ref,
             approach_m=spec.approach_m,
             properties=spec.properties,
+            gps_tuning=spec.gps_tuning or {},
             fences=[
                 FenceOut(
                     id=fence_id,

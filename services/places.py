@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from geofences.domain import BBox, PlaceRecord, PlaceSpec
@@ -12,6 +12,13 @@ from services.errors import NotFound
 from services.uow import UnitOfWork
 
 FencesChanged = Callable[[int], Awaitable[None]]
+# The place's fields the fence index holds besides its fences: changing one is a fence change.
+INDEXED = frozenset({"approach_m", "gps_tuning"})
+
+
+def _index_fields(changes: Mapping[str, Any], before: tuple[float | None, dict[str, Any]]) -> tuple[Any, Any]:
+    """(approach_m, gps_tuning) once `changes` are applied to `before`."""
+    return changes.get("approach_m", before[0]), changes.get("gps_tuning", before[1])
 
 
 async def _fences_changed(uow: UnitOfWork, organisation_id: int, fences_changed: FencesChanged | None) -> None:
@@ -83,7 +90,7 @@ async def update_place(
     """`fences`, when given, is the place's whole list (the map UI sends it even for a rename): fences that did not
     change keep their ids and rows untouched, changed ones are updated in place (`PlaceRepository.sync_fences`)."""
     places = PlaceRepository(uow.session)
-    approach_before = await places.approach_m(organisation_id, place_id) if "approach_m" in changes else None
+    before = await places.index_fields(organisation_id, place_id) if INDEXED.intersection(changes) else None
     if not await places.update(organisation_id, place_id, changes):
         raise NotFound(f"place {place_id} not found")
     fences_moved = fences is not None and (await places.sync_fences(organisation_id, place_id, fences)).changed
@@ -96,7 +103,7 @@ async def update_place(
         entity_id=place_id,
         details={"fields": sorted(changes), "fences_changed": fences_moved},
     )
-    if fences_moved or ("approach_m" in changes and changes["approach_m"] != approach_before):
+    if fences_moved or (before is not None and _index_fields(changes, before) != before):
         await _fences_changed(uow, organisation_id, fences_changed)
     return await get_place(uow, organisation_id=organisation_id, place_id=place_id)
 
@@ -142,8 +149,8 @@ async def upsert_places(
             created += 1
             fences_moved = True
         else:
-            approach_before = await places.approach_m(organisation_id, existing)
-            values = {
+            before = await places.index_fields(organisation_id, existing)
+            values: dict[str, Any] = {
                 "name": spec.name,
                 "kind": spec.kind,
                 "address": spec.address,
@@ -152,9 +159,12 @@ async def upsert_places(
                 "approach_m": spec.approach_m,
                 "properties": spec.properties,
             }
+            if spec.gps_tuning is not None:  # a source that does not say (OSM) keeps the place's tuning
+                values["gps_tuning"] = spec.gps_tuning
             await places.update(organisation_id, existing, values)
             synced = await places.sync_fences(organisation_id, existing, spec.fences)
-            fences_moved = fences_moved or synced.changed or spec.approach_m != approach_before
+            indexed_changed = before is not None and _index_fields(values, before) != before
+            fences_moved = fences_moved or synced.changed or indexed_changed
             updated += 1
     await record_audit(
         uow.session,

@@ -151,6 +151,9 @@ function fillForm(place) {
   f.elements.opening_hours.value = (place && place.opening_hours) || "";
   f.elements.timezone.value = (place && place.timezone) || "Europe/Helsinki";
   f.elements.approach_m.value = place && place.approach_m != null ? place.approach_m : "";
+  const tuned = place && place.gps_tuning && Object.keys(place.gps_tuning).length;
+  f.elements.gps_tuning.value = tuned ? JSON.stringify(place.gps_tuning) : "";
+  $("#pf-gps").open = Boolean(tuned);
   $("#place-form-title").textContent = place ? place.name : "New place";
   $("#place-form-note").textContent = place
     ? `Shapes you draw now are added to this place${place.external_ref ? ` · ${place.external_ref}` : ""}.`
@@ -291,7 +294,16 @@ function formValues() {
     address: text(f.address.value),
     opening_hours: text(f.opening_hours.value),
     approach_m: f.approach_m.value === "" ? null : Number(f.approach_m.value),
+    gps_tuning: {},
   };
+  const tuning = f.gps_tuning.value.trim();
+  if (tuning) {
+    try {
+      body.gps_tuning = JSON.parse(tuning);
+    } catch {
+      body.gps_tuning = tuning; // not JSON: the server says so next to the field
+    }
+  }
   if (f.timezone.value.trim()) body.timezone = f.timezone.value.trim();
   return body;
 }
@@ -343,6 +355,7 @@ async function save(event) {
     // Problems of a shape are shown on the map and in the list of shapes; the rest next to the fields.
     const onShapes = error.problems.filter((p) => /^fences\[\d+\]/.test(p.field || ""));
     const elsewhere = error.problems.filter((p) => !onShapes.includes(p));
+    if (elsewhere.some((p) => /^gps_tuning\b/.test(p.field || ""))) $("#pf-gps").open = true;
     if (elsewhere.length || !onShapes.length) {
       const rest = Object.assign(new ApiError(error.status, error.body), { problems: elsewhere });
       showErrors(form(), rest, box);

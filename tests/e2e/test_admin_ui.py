@@ -205,6 +205,19 @@ def test_editor_flow_in_chromium(ui_stack: dict[str, Any], accounts: dict[str, s
     assert len(after) == 4 and len(before - after) == 1, (before, after)
     search_and_show(page, "Test pavilion")
     shot(page, "04-edit-vertex")
+
+    # 4b. GPS tuning (advanced): the server's complaint next to the field, then saved and shown again.
+    place_form.locator("#pf-gps summary").click()
+    tuning = place_form.get_by_label("Overrides of the enter/exit rules")
+    tuning.fill('{"wall_m": 3}')
+    page.get_by_role("button", name="Save place").click()
+    expect(place_form.locator(".field-error")).to_contain_text("unknown GPS parameter 'wall_m'")
+    tuning.fill('{"min_exit_margin_m": 25}')
+    page.get_by_role("button", name="Save place").click()
+    expect(page.locator("#place-form")).to_be_hidden()
+    assert places(page, "Test pavilion")[0]["gps_tuning"] == {"min_exit_margin_m": 25}
+    search_and_show(page, "Test pavilion")
+    expect(tuning).to_have_value('{"min_exit_margin_m":25}')
     page.get_by_role("button", name="Close").click()
 
     # 5. A self-intersecting polygon: the server's 422 is shown on the map where the edges cross.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from types import MappingProxyType
 
 from geofences.builder import ProcessIndexBuilder
 from geofences.index import FenceIndex
@@ -63,3 +64,19 @@ async def test_a_change_is_rebuilt_elsewhere_and_a_failed_rebuild_falls_back_to_
     third = await registry.refresh(world.organisation_id)
     assert len(calls) == 2 and third.version == second.version + 1  # built here after all
     assert third.query(*INSIDE)
+
+
+async def test_a_places_gps_tuning_survives_the_hand_over_from_the_builder_process(app, client, world: World) -> None:
+    tuning = {"min_exit_margin_m": 25.0, "exit_sigmas": 5.0}
+    answer = await client.patch(f"/admin/v1/places/{world.place_id}", json={"gps_tuning": tuning}, headers=world.admin)
+    assert answer.status_code == 200, answer.text
+    [fence_id] = [f["id"] for f in answer.json()["fences"]]
+    builder = ProcessIndexBuilder(app.state.settings.sync_database_url)
+    builder.start()
+    try:
+        there = await builder.build(world.organisation_id, 8)
+    finally:
+        builder.close()
+    assert {f: dict(t) for f, t in there.tuning.items()} == {fence_id: tuning}
+    assert isinstance(there.tuning, MappingProxyType) and isinstance(there.tuning[fence_id], MappingProxyType)
+    assert build_index(await load(app, world.organisation_id), 8).tuning == there.tuning
