@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from admin.content_api import router as content_router
     from admin.events_api import router as events_router
+    from admin.organisation_api import router as organisation_router
     from admin.places_api import router as places_router
     from admin.webhooks_api import router as webhooks_router
     from mobile_api.api import router as mobile_router
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(content_router)
     app.include_router(webhooks_router)
     app.include_router(events_router)
+    app.include_router(organisation_router)
     from admin import register_admin_routers
 
     register_admin_routers(app)

@@ -209,6 +209,44 @@ def create_key(
     typer.echo(_with_session(work))
 
 
+@app.command("org-settings")
+def org_settings(
+    org: Annotated[str, typer.Option(help="organisation slug")],
+    late_fix_after_s: Annotated[
+        int | None,
+        typer.Option(help="late-fix limit in seconds (60 to 604800): later fixes make late events, never pushed"),
+    ] = None,
+    service_default: Annotated[
+        bool, typer.Option("--service-default", help="clear the organisation's limit: the service's setting applies")
+    ] = False,
+) -> None:
+    """Show an organisation's own settings as JSON, or change its late-fix limit (audited as the CLI)."""
+    if late_fix_after_s is not None and service_default:
+        console.print("[red]give --late-fix-after-s or --service-default, not both[/red]")
+        raise typer.Exit(2)
+    from services import orgs
+    from services.errors import DomainError
+    from services.uow import unit_of_work
+
+    async def work(factory: Any) -> orgs.OrganisationSettings:
+        organisation_id = await _org_id(factory, org)
+        async with unit_of_work(factory) as uow:
+            if late_fix_after_s is None and not service_default:
+                return await orgs.organisation_settings(uow.session, organisation_id)
+            return await orgs.set_late_fix_after_s(
+                uow.session, organisation_id=organisation_id, actor="cli", late_fix_after_s=late_fix_after_s
+            )
+
+    try:
+        found = _with_session(work)
+    except DomainError as error:
+        console.print(f"[red]{error.message}[/red]: " + "; ".join(f"{p.field}: {p.reason}" for p in error.problems))
+        raise typer.Exit(2) from error
+    own = found.late_fix_after_s
+    effective = get_settings().late_fix_after_s if own is None else own
+    typer.echo(json.dumps({"late_fix_after_s": own, "effective_late_fix_after_s": effective}))
+
+
 @app.command("import-osm")
 def import_osm(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="An .osm.pbf extract")],

@@ -1,4 +1,4 @@
-"""Organisations and their admin API keys."""
+"""Organisations, their admin API keys and their own settings (the late-fix limit)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.errors import Conflict, Forbidden, Unauthorized
+from services.audit import record_audit
+from services.errors import Conflict, Forbidden, NotFound, Problem, Unauthorized, ValidationFailed
 from services.models import ApiKey, Organisation, Role
 
 ROLE_RANK = {Role.viewer: 0, Role.editor: 1, Role.owner: 2}
@@ -71,3 +72,64 @@ async def authenticate_api_key(session: AsyncSession, key: str, purpose: str = "
     if row is None:
         raise Unauthorized("unknown or revoked API key")
     return Principal(organisation_id=row.organisation_id, role=Role(row.role), actor=f"api-key:{row.id}:{row.name}")
+
+
+# ---- the organisation's own settings ----
+
+# The late limit an organisation may choose: a minute at least (device clocks and uploads jitter by seconds), a
+# week at most (older fixes are refused anyway: mobile_api.schemas.MAX_FIX_AGE).
+LATE_FIX_AFTER_S_MIN = 60
+LATE_FIX_AFTER_S_MAX = 7 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisationSettings:
+    late_fix_after_s: int | None  # None: the service's setting applies
+
+
+async def organisation_settings(session: AsyncSession, organisation_id: int) -> OrganisationSettings:
+    row = (
+        await session.execute(select(Organisation.late_fix_after_s).where(Organisation.id == organisation_id))
+    ).first()
+    if row is None:
+        raise NotFound(f"organisation {organisation_id} not found")
+    return OrganisationSettings(late_fix_after_s=row.late_fix_after_s)
+
+
+async def set_late_fix_after_s(
+    session: AsyncSession, *, organisation_id: int, actor: str, late_fix_after_s: int | None
+) -> OrganisationSettings:
+    """Set (or, with None, clear) the organisation's late limit; fixes arriving after it read the new value.
+
+    The bounds are checked here too (the API checks them at the edge): a value outside them is a 422.
+    """
+    if late_fix_after_s is not None and not LATE_FIX_AFTER_S_MIN <= late_fix_after_s <= LATE_FIX_AFTER_S_MAX:
+        raise ValidationFailed(
+            "late_fix_after_s out of range",
+            [
+                Problem(
+                    "late_fix_after_s",
+                    f"seconds between {LATE_FIX_AFTER_S_MIN} and {LATE_FIX_AFTER_S_MAX} (7 days), or null",
+                )
+            ],
+        )
+    before = (
+        await session.execute(
+            select(Organisation.late_fix_after_s).where(Organisation.id == organisation_id).with_for_update()
+        )
+    ).first()
+    if before is None:
+        raise NotFound(f"organisation {organisation_id} not found")
+    await session.execute(
+        update(Organisation).where(Organisation.id == organisation_id).values(late_fix_after_s=late_fix_after_s)
+    )
+    await record_audit(
+        session,
+        organisation_id=organisation_id,
+        actor=actor,
+        action="update",
+        entity="organisation",
+        entity_id=organisation_id,
+        details={"late_fix_after_s": {"from": before.late_fix_after_s, "to": late_fix_after_s}},
+    )
+    return OrganisationSettings(late_fix_after_s=late_fix_after_s)
