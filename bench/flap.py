@@ -15,6 +15,7 @@ Enter delay is measured on real walks in.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections import defaultdict
@@ -29,9 +30,10 @@ from bench import legacy_transitions as legacy
 from bench.gps_corpus import SCENARIOS, Trace, corpus, helsinki
 from geofences.index import ZONE_BUILDING, FenceIndex
 from geofences.transitions import DeviceState, TransitionConfig
-from services.tracking import FixRecord, ZoneKey, is_late, run_transitions
+from services.tracking import FixRecord, ZoneKey, run_transitions
 
 EARLY_S = 30.0
+BRIEF_S = 30
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 NEAR_WALLS = ("wall_outside", "wall_inside", "indoor_drift", "network_fixes", "multipath_outside")
 ASSUMED_ACCURACY_M = 30.0  # what the settings assume for a client that sends none (OsmAnd / Traccar)
@@ -72,11 +74,22 @@ def _truth(index: FenceIndex, trace: Trace) -> dict[int, list[tuple[float, str]]
             inside[fence_id][second] = True
     crossings: dict[int, list[tuple[float, str]]] = {}
     for fence_id, flags in inside.items():
+        _debounce(flags)
         changes = np.flatnonzero(np.diff(flags.astype(np.int8)))
         out = [(0.0, "enter")] if flags[0] else []
         out += [(float(c + 1), "enter" if flags[c + 1] else "exit") for c in changes.tolist()]
         crossings[fence_id] = out
     return crossings
+
+
+def _debounce(flags: np.ndarray) -> None:
+    """Stays and absences shorter than `BRIEF_S` are no crossing a person would count (a path clipping a
+    corner, a step out of the door): they take the state around them."""
+    changes = np.flatnonzero(np.diff(flags.astype(np.int8))) + 1
+    bounds = [0, *changes.tolist(), flags.size]
+    for start, end in itertools.pairwise(bounds):
+        if end - start < BRIEF_S and start > 0:
+            flags[start:end] = flags[start - 1]
 
 
 def _score(trace: Trace, truth: dict[int, list[tuple[float, str]]], events: Iterable[tuple[str, int, float]]) -> Tally:
@@ -128,14 +141,15 @@ def run_new(index: FenceIndex, trace: Trace, config: TransitionConfig) -> tuple[
     records = _records(trace)
     batches = [records] if trace.scenario == "offline_batch" else [[r] for r in records]
     for batch in batches:
-        state, happened = run_transitions(index, state, [r for r, _ in batch], config, ASSUMED_ACCURACY_M)
         received = max(r.ts + timedelta(seconds=late) for r, late in batch)
+        state, happened = run_transitions(
+            index, state, [r for r, _ in batch], config, ASSUMED_ACCURACY_M, received, LATE_AFTER_S
+        )
         for event in happened:
             events.append((event.kind, event.key[0], (datetime.fromtimestamp(event.ts, UTC) - T0).total_seconds()))
-            # What the product would push: an enter or dwell it did not flag late although its fix was.
+            # What the product would push: an enter or dwell of a fix that arrived late, not flagged late.
             fix_late = received.timestamp() - event.ts > LATE_AFTER_S
-            flagged = is_late(event.ts, received, LATE_AFTER_S)
-            pushed_late += event.kind in ("enter", "dwell") and fix_late and not flagged
+            pushed_late += event.kind in ("enter", "dwell") and fix_late and not event.late
     return events, pushed_late
 
 

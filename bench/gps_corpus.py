@@ -198,9 +198,9 @@ def _outside_spot(rng: random.Random, shape: Polygon, distance: float) -> tuple[
     return edge.x + distance * math.cos(angle), edge.y + distance * math.sin(angle)
 
 
-def _walk_in_out(rng: random.Random, building: Building) -> list[tuple[float, float]] | None:
+def _walk_in_out(rng: random.Random, building: Building, depth_m: float = 10.0) -> list[tuple[float, float]] | None:
     start = _outside_spot(rng, building.shape, 150)
-    spot = _interior(rng, building.shape)
+    spot = _interior(rng, building.shape, depth_m)
     if spot is None:
         return None
     end = _outside_spot(rng, building.shape, 150)
@@ -249,9 +249,9 @@ def _trace(kind: str, rng: random.Random, building: Building) -> Trace | None:
             return None
         path = _stand(spot, hour)
         return Trace(kind, building, path, _observe(rng, path, 10, lambda _: 10.0, 30, outliers=0.02))
-    if kind in ("walk_in_out", "walk_in_out_no_accuracy", "offline_batch"):
-        interval = rng.choice((5.0, 10.0)) if kind == "walk_in_out" else 10.0
-        walked = _walk_in_out(rng, building)
+    if kind in ("walk_in_out", "walk_in_deep", "walk_in_out_no_accuracy", "offline_batch"):
+        interval = rng.choice((5.0, 10.0)) if kind in ("walk_in_out", "walk_in_deep") else 10.0
+        walked = _walk_in_out(rng, building, 25.0 if kind == "walk_in_deep" else 10.0)
         if walked is None:
             return None
         path = walked
@@ -289,6 +289,7 @@ SCENARIOS = (
     "network_fixes",
     "multipath_outside",
     "walk_in_out",
+    "walk_in_deep",
     "walk_in_out_no_accuracy",
     "offline_batch",
     "walk_past",

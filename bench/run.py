@@ -142,6 +142,11 @@ def _flap_table(flap: dict[str, Any], console: Console) -> None:
     ]
     for label, group, key in rows:
         table.add_row(label, str(flap["old"][group][key]), str(flap["new"][group][key]))
+    for scenario in ("walk_in_out", "walk_in_deep", "walk_in_out_no_accuracy", "offline_batch"):
+        old, new = (flap[rules]["scenarios"].get(scenario) for rules in ("old", "new"))
+        if old and new:
+            for label, key in (("missed", "missed_enters"), ("median delay s", "median_enter_delay_s")):
+                table.add_row(f"{scenario}: {label}", str(old[key]), str(new[key]))
     console.print(table)
 
 

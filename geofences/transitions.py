@@ -56,16 +56,17 @@ class TransitionConfig:
     min_sigma_m: float = 5.0  # no fix is trusted to better than this
     enter_sigmas: float = 1.5  # the mean position this many of its uncertainties inside enters
     min_depth_m: float = 2.0  # ... and at least this deep
+    min_mean_age_s: float = 120.0  # ... once the device has sat there this long (outlasting a drift of its error)
     min_mean_sigma_m: float = 2.0  # the mean position is never trusted to better than this
-    enter_depth_sigmas: float = 2.0  # one fix this many accuracies deep enters at once ...
-    min_enter_depth_m: float = 10.0  # ... if it is also at least this deep
-    confirm_depth_sigmas: float = 0.0  # ... and, if the device was settled elsewhere, the fix before it inside
-    settled_fixes: int = 3  # settled: its mean position made of this many fixes ...
-    settled_within_s: float = 60.0  # ... the last of them this recent
+    enter_depth_sigmas: float = 0.75  # one fix this many accuracies deep enters at once ...
+    min_enter_depth_m: float = 8.0  # ... if it is also at least this deep
+    lone_fix_sigmas: float = 2.0  # a fix from a device not sitting still (new, rare, moving) enters this deep
+    settled_after_s: float = 60.0  # a device whose mean position has not moved for this long sits still ...
+    settled_within_s: float = 60.0  # ... if it was seen this recently
     exit_sigmas: float = 3.5
     min_exit_margin_m: float = 10.0  # the mean and the deciding fix at least max(accuracy, this) outside
     min_exit_s: float = 30.0  # the mean position outside for at least this long
-    decorrelation_s: float = 10.0  # fixes closer in time count as a fraction of one observation
+    decorrelation_s: float = 15.0  # fixes closer in time count as a fraction of one observation
     memory_s: float = 900.0  # older fixes fade from the mean position (e-folding time)
     moved_sigmas: float = 2.0  # a fix this many combined accuracies from the mean restarts it
     dwell_after_s: float = 300.0
@@ -88,9 +89,10 @@ ZONE_TUNABLES = (
     "min_sigma_m",
     "enter_sigmas",
     "min_depth_m",
+    "min_mean_age_s",
     "enter_depth_sigmas",
     "min_enter_depth_m",
-    "confirm_depth_sigmas",
+    "lone_fix_sigmas",
     "exit_sigmas",
     "min_exit_margin_m",
     "min_exit_s",
@@ -111,6 +113,7 @@ class ZoneState(NamedTuple):
     since: float
     dwell_fired: bool = False
     outside_since: float | None = None
+    entered_late: bool = False  # entered by a late fix: its dwell is late too (never pushed)
 
 
 class Smoothed(NamedTuple):
@@ -122,6 +125,14 @@ class Smoothed(NamedTuple):
     precision: float  # sum of weight / sigma^2 behind it, faded
     ts: float
     fixes: int = 1  # fixes behind it since it last restarted: one fix alone (an outlier?) decides nothing
+    started: float = 0.0  # when it last restarted: since then the device has been sitting there
+    # A fix far from the mean, held back: an outlier unless the next fix is far from the mean too (then the
+    # device moved, and the mean restarts from both).
+    held_lon: float | None = None
+    held_lat: float | None = None
+    held_sigma_m: float = 0.0
+    held_ts: float = 0.0
+    moved: bool = False  # it restarted because the device moved (not its first fix): the device is on the move
 
 
 class DeviceState(NamedTuple, Generic[K]):
@@ -153,6 +164,7 @@ class TransitionEvent(NamedTuple, Generic[K]):
     kind: TransitionKind
     key: K
     ts: float
+    late: bool = False  # from a fix that arrived late (or a dwell counted from a late enter): never pushed
 
 
 def sigma_of(fix: Fix, config: TransitionConfig) -> float:
@@ -182,23 +194,38 @@ def assess(state: DeviceState[K], fix: Fix, config: TransitionConfig) -> Verdict
 
 
 def smooth(state: DeviceState[K], fix: Fix, config: TransitionConfig) -> Smoothed:
-    """The device's mean position with this (accepted) fix added; callers look its zones up for `step`."""
+    """The device's mean position with this (accepted) fix added; callers look its zones up for `step`.
+
+    A fix farther from the mean than `moved_sigmas` combined accuracies restarts it there (the device moved),
+    unless the device has been sitting still: then one such fix is held back as an outlier (multipath) and
+    leaves the mean alone, and two in a row mean the device moved, and the mean restarts from them.
+    """
     sigma = sigma_of(fix, config)
     previous = state.smoothed
-    weight = 1.0 if previous is None else min(1.0, max(fix.ts - previous.ts, 0.0) / config.decorrelation_s)
-    gain = weight / (sigma * sigma)
-    if previous is not None:
-        precision = previous.precision * math.exp(-(fix.ts - previous.ts) / config.memory_s)
-        spread = math.sqrt(sigma * sigma + 1 / precision) if precision > 0 else math.inf
-        moved = haversine_m(previous.lon, previous.lat, fix.lon, fix.lat) > config.moved_sigmas * spread
-        if precision > 0 and not moved:
-            total = precision + gain
-            lon = previous.lon + (fix.lon - previous.lon) * gain / total
-            lat = previous.lat + (fix.lat - previous.lat) * gain / total
-            sigma_m = max(1 / math.sqrt(total), config.min_mean_sigma_m)
-            return Smoothed(lon, lat, sigma_m, total, fix.ts, previous.fixes + 1)
-    precision = 1 / (sigma * sigma)
-    return Smoothed(fix.lon, fix.lat, sigma, precision, fix.ts)
+    if previous is None:
+        return Smoothed(fix.lon, fix.lat, sigma, 1 / (sigma * sigma), fix.ts, 1, fix.ts)
+    precision = previous.precision * math.exp(-(fix.ts - previous.ts) / config.memory_s)
+    spread = math.sqrt(sigma * sigma + 1 / precision) if precision > 0 else math.inf
+    if precision > 0 and haversine_m(previous.lon, previous.lat, fix.lon, fix.lat) <= config.moved_sigmas * spread:
+        weight = min(1.0, max(fix.ts - previous.ts, 0.0) / config.decorrelation_s)
+        gain = weight / (sigma * sigma)
+        total = precision + gain
+        lon = previous.lon + (fix.lon - previous.lon) * gain / total
+        lat = previous.lat + (fix.lat - previous.lat) * gain / total
+        sigma_m = max(1 / math.sqrt(total), config.min_mean_sigma_m)
+        return Smoothed(lon, lat, sigma_m, total, fix.ts, previous.fixes + 1, previous.started, moved=previous.moved)
+    held = previous.held_lon is not None and fix.ts - previous.held_ts <= config.settled_within_s
+    if not held and not _sitting(previous, fix.ts, config):  # nothing contradicts it: moving, or just started
+        return Smoothed(fix.lon, fix.lat, sigma, 1 / (sigma * sigma), fix.ts, 1, fix.ts, moved=True)
+    if not held or previous.held_lon is None or previous.held_lat is None:
+        return previous._replace(held_lon=fix.lon, held_lat=fix.lat, held_sigma_m=sigma, held_ts=fix.ts)
+    # Moved: restart from the held fix and this one, weighted by accuracy.
+    first, second = 1 / previous.held_sigma_m**2, 1 / (sigma * sigma)
+    total = first + second
+    lon = (previous.held_lon * first + fix.lon * second) / total
+    lat = (previous.held_lat * first + fix.lat * second) / total
+    sigma_m = max(1 / math.sqrt(total), config.min_mean_sigma_m)
+    return Smoothed(lon, lat, sigma_m, total, fix.ts, 2, previous.held_ts, moved=True)
 
 
 def step(
@@ -209,6 +236,7 @@ def step(
     zone_configs: Mapping[K, TransitionConfig] | None = None,
     smoothed: Smoothed | None = None,
     mean_signed_m: Mapping[K, float] | None = None,
+    late: bool = False,
 ) -> tuple[DeviceState[K], list[TransitionEvent[K]]]:
     """Apply one fix.
 
@@ -217,7 +245,8 @@ def step(
     inside), < 0 outside. A state zone missing from it (a deleted fence) is infinitely far. `smoothed` is
     `smooth(state, fix, config)` and `mean_signed_m` the same distances for its position (zones containing
     it included); without them the fix alone is the mean. `zone_configs` gives zones their place's tuned
-    config. Events of one fix come exits first, then enters, then dwells.
+    config. `late`: the fix reached the server late; its events, and a later dwell of a zone it entered, are
+    flagged late. Events of one fix come exits first, then enters, then dwells.
     """
     verdict = assess(state, fix, config)
     if verdict == "ignore":
@@ -227,7 +256,7 @@ def step(
     zones = dict(state.fences)
     events: list[TransitionEvent[K]] = []
     if verdict == "coarse":
-        _dwell(zones, events, fix.ts, config, zone_configs)
+        _dwell(zones, events, fix.ts, config, zone_configs, late)
         return state._replace(fences=zones, last_seen_ts=fix.ts), events
     if smoothed is None or mean_signed_m is None:
         smoothed, mean_signed_m = smooth(state, fix, config), signed_m
@@ -241,32 +270,44 @@ def step(
         mean_depth = mean_signed_m.get(key, -math.inf)
         current = zones.get(key)
         if current is not None and current.inside:
-            _judge_exit(zones, events, key, current, fix.ts, depth, sigma, mean_depth, smoothed, zone_config)
+            _judge_exit(zones, events, key, current, fix.ts, depth, sigma, mean_depth, smoothed, zone_config, late)
         elif (
-            smoothed.fixes >= 2
+            fix.ts - smoothed.started >= zone_config.min_mean_age_s
+            and smoothed.fixes >= 2
             and mean_depth >= max(zone_config.enter_sigmas * smoothed.sigma_m, zone_config.min_depth_m)
         ) or (
-            # One deep fix: a walk in, or a device that reports rarely. Unless it contradicts where the device has
-            # been sitting moments ago, when the fix before it must agree: a lone multipath outlier from a phone
-            # standing outside enters nothing.
-            depth >= max(zone_config.enter_depth_sigmas * sigma, zone_config.min_enter_depth_m)
-            and (
-                not _settled(state, fix.ts, zone_config)
-                or state.last_depths.get(key, -math.inf) >= zone_config.confirm_depth_sigmas * state.last_accuracy_m
+            # A walk in: a fix deep enough while the device is on the move, the fix before it inside too, so
+            # that one multipath outlier enters nothing; or one deeper fix from a device not sitting anywhere
+            # (just switched on, reporting rarely, moving): nothing contradicts it.
+            (
+                depth >= max(zone_config.enter_depth_sigmas * sigma, zone_config.min_enter_depth_m)
+                and _on_the_move(state, fix.ts, zone_config)
+                and key in state.last_depths
+            )
+            or (
+                depth >= max(zone_config.lone_fix_sigmas * sigma, zone_config.min_enter_depth_m)
+                and (state.smoothed is None or not _sitting(state.smoothed, fix.ts, zone_config))
             )
         ):
-            zones[key] = ZoneState(True, fix.ts)
-            enters.append(TransitionEvent("enter", key, fix.ts))
+            zones[key] = ZoneState(True, fix.ts, entered_late=late)
+            enters.append(TransitionEvent("enter", key, fix.ts, late))
     events += enters
-    _dwell(zones, events, fix.ts, config, zone_configs)
+    _dwell(zones, events, fix.ts, config, zone_configs, late, signed_m)
     depths = {key: depth for key, depth in signed_m.items() if depth >= 0}
     return DeviceState(fix.ts, fix.lon, fix.lat, zones, 0, fix.accuracy_m, fix.ts, smoothed, depths), events
 
 
-def _settled(state: DeviceState[K], ts: float, config: TransitionConfig) -> bool:
-    """Whether the device has been sitting somewhere, seen by several fixes, until moments ago."""
+def _on_the_move(state: DeviceState[K], ts: float, config: TransitionConfig) -> bool:
+    """Whether the device was seen moving moments ago: its mean position restarted because it moved, less than
+    `settled_after_s` ago. A device sitting still is moved inside by the evidence of its mean position."""
     mean = state.smoothed
-    return mean is not None and mean.fixes >= config.settled_fixes and ts - mean.ts < config.settled_within_s
+    return mean is not None and mean.moved and not _sitting(mean, ts, config)
+
+
+def _sitting(mean: Smoothed, ts: float, config: TransitionConfig) -> bool:
+    """Whether the device has been sitting still (its mean position not restarted for `settled_after_s`) until
+    moments ago (`settled_within_s`): then one fix elsewhere is more likely an outlier than a move."""
+    return ts - mean.started >= config.settled_after_s and ts - mean.ts < config.settled_within_s
 
 
 # The helpers below update `zones` and append to `events` in place: both are step's own fresh
@@ -284,10 +325,11 @@ def _judge_exit(
     mean_depth: float,
     smoothed: Smoothed,
     config: TransitionConfig,
+    late: bool,
 ) -> None:
     if depth == -math.inf:  # the fence is gone (deleted, or its place's approach zone removed)
         del zones[key]
-        events.append(TransitionEvent("exit", key, ts))
+        events.append(TransitionEvent("exit", key, ts, late))
         return
     # After a restart (the device moved, or an outlier) the mean is this fix alone; min_exit_s then asks for
     # more fixes agreeing, so one outlier cannot exit.
@@ -296,10 +338,12 @@ def _judge_exit(
         if current.outside_since is not None:
             zones[key] = current._replace(outside_since=None)
         return
-    since = current.outside_since if current.outside_since is not None else ts
+    # Outside since the earlier of this fix and the restart of the mean (a move confirmed by a second fix began
+    # with the first).
+    since = current.outside_since if current.outside_since is not None else min(ts, smoothed.started)
     if -depth >= max(sigma, config.min_exit_margin_m) and ts - since >= config.min_exit_s:
         del zones[key]
-        events.append(TransitionEvent("exit", key, ts))
+        events.append(TransitionEvent("exit", key, ts, late))
     elif current.outside_since is None:
         zones[key] = current._replace(outside_since=since)
 
@@ -310,13 +354,18 @@ def _dwell(
     ts: float,
     config: TransitionConfig,
     zone_configs: Mapping[K, TransitionConfig] | None,
+    late: bool,
+    signed_m: Mapping[K, float] | None = None,
 ) -> None:
-    # Checked on every fix while the state says inside, including coarse fixes and fixes in the
-    # band just outside: the device has not left, so its time there counts.
+    # Checked on every fix while the state says inside, coarse fixes included (they do not say the device left),
+    # but not while an exit is pending or on a fix well outside (a rarely reporting phone seen leaving): a
+    # device on its way out has not dwelled.
     for key, zone in zones.items():
-        if not zone.inside or zone.dwell_fired:
+        if not zone.inside or zone.dwell_fired or zone.outside_since is not None:
             continue
-        dwell_after = (config if zone_configs is None else zone_configs.get(key, config)).dwell_after_s
-        if ts - zone.since >= dwell_after:
+        zone_config = config if zone_configs is None else zone_configs.get(key, config)
+        if signed_m is not None and signed_m.get(key, -math.inf) <= -zone_config.min_exit_margin_m:
+            continue
+        if ts - zone.since >= zone_config.dwell_after_s:
             zones[key] = zone._replace(dwell_fired=True)  # same key: safe while iterating
-            events.append(TransitionEvent("dwell", key, ts))
+            events.append(TransitionEvent("dwell", key, ts, late or zone.entered_late))

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from geofences.domain import GeometryLimits
+from geofences.transitions import DEFAULT_CONFIG as _RULES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET = "dev-secret-change-me"
@@ -55,25 +56,27 @@ class Settings(BaseSettings):
 
     # Geofence engine: the transition model's parameters (see geofences/transitions.py, which documents each;
     # a place may override the zone parameters in its `gps_tuning`).
-    max_accuracy_m: float = Field(default=100.0, gt=0)
-    min_sigma_m: float = Field(default=5.0, gt=0)
-    enter_sigmas: float = Field(default=1.5, ge=0)
-    min_depth_m: float = Field(default=2.0, ge=0)
-    min_mean_sigma_m: float = Field(default=2.0, gt=0)
-    enter_depth_sigmas: float = Field(default=2.0, ge=0)
-    min_enter_depth_m: float = Field(default=10.0, ge=0)
-    confirm_depth_sigmas: float = Field(default=0.0, ge=0)
-    settled_fixes: int = Field(default=3, ge=1)
-    settled_within_s: float = Field(default=60.0, ge=0)
-    exit_sigmas: float = Field(default=3.5, ge=0)
-    min_exit_margin_m: float = Field(default=10.0, ge=0)
-    min_exit_s: float = Field(default=30.0, ge=0)
-    decorrelation_s: float = Field(default=10.0, gt=0)
-    memory_s: float = Field(default=900.0, gt=0)
-    moved_sigmas: float = Field(default=2.0, gt=0)
-    dwell_after_s: float = Field(default=300.0, ge=0)
-    max_speed_mps: float = Field(default=80.0, gt=0)  # metres per second
-    max_rejected_jumps: int = Field(default=3, ge=0)
+    # Defaults come from TransitionConfig itself, so the two cannot drift apart.
+    max_accuracy_m: float = Field(default=_RULES.max_accuracy_m, gt=0)
+    min_sigma_m: float = Field(default=_RULES.min_sigma_m, gt=0)
+    enter_sigmas: float = Field(default=_RULES.enter_sigmas, ge=0)
+    min_depth_m: float = Field(default=_RULES.min_depth_m, ge=0)
+    min_mean_age_s: float = Field(default=_RULES.min_mean_age_s, ge=0)
+    min_mean_sigma_m: float = Field(default=_RULES.min_mean_sigma_m, gt=0)
+    enter_depth_sigmas: float = Field(default=_RULES.enter_depth_sigmas, ge=0)
+    min_enter_depth_m: float = Field(default=_RULES.min_enter_depth_m, ge=0)
+    lone_fix_sigmas: float = Field(default=_RULES.lone_fix_sigmas, ge=0)
+    settled_after_s: float = Field(default=_RULES.settled_after_s, ge=0)
+    settled_within_s: float = Field(default=_RULES.settled_within_s, ge=0)
+    exit_sigmas: float = Field(default=_RULES.exit_sigmas, ge=0)
+    min_exit_margin_m: float = Field(default=_RULES.min_exit_margin_m, ge=0)
+    min_exit_s: float = Field(default=_RULES.min_exit_s, ge=0)
+    decorrelation_s: float = Field(default=_RULES.decorrelation_s, gt=0)
+    memory_s: float = Field(default=_RULES.memory_s, gt=0)
+    moved_sigmas: float = Field(default=_RULES.moved_sigmas, gt=0)
+    dwell_after_s: float = Field(default=_RULES.dwell_after_s, ge=0)
+    max_speed_mps: float = Field(default=_RULES.max_speed_mps, gt=0)  # metres per second
+    max_rejected_jumps: int = Field(default=_RULES.max_rejected_jumps, ge=0)
     # Accuracy assumed for a fix that reports none, per client protocol (Traccar/OsmAnd URL templates often
     # leave it out): a typical phone GPS fix outdoors. Never infinity: such fixes must still trigger.
     assumed_accuracy_m: dict[str, float] = Field(

@@ -79,9 +79,11 @@ def load_state(raw: dict[str, Any]) -> DeviceState[ZoneKey]:
         fence_id, zone = key.split(":")
         if len(values) == 2:  # before migration 0005's model: [entered_at, dwell_fired]
             zones[(int(fence_id), int(zone))] = ZoneState(True, float(values[0]), bool(values[1]))
-        else:
-            inside, since, dwell_fired, outside_since = values
-            zones[(int(fence_id), int(zone))] = ZoneState(bool(inside), float(since), bool(dwell_fired), outside_since)
+        else:  # [inside, since, dwell_fired, outside_since(, entered_late)]
+            inside, since, dwell_fired, outside_since, *rest = values
+            zones[(int(fence_id), int(zone))] = ZoneState(
+                bool(inside), float(since), bool(dwell_fired), outside_since, bool(rest and rest[0])
+            )
     smoothed = raw.get("smoothed")
     return DeviceState(
         raw.get("last_ts"),
@@ -121,12 +123,15 @@ def run_transitions(
     fixes: Sequence[FixRecord],
     config: TransitionConfig,
     assumed_accuracy_m: float = math.nan,
+    received_at: datetime | None = None,
+    late_after_s: float = math.inf,
 ) -> tuple[DeviceState[ZoneKey], list[TransitionEvent[ZoneKey]]]:
     """Pure: one device's fixes in device-time order through the index and the transition rules.
 
     This is what every fix request runs (and what `bench.flap` and `bench.engine` measure). A fix without
     accuracy is judged with `assumed_accuracy_m` (the client protocol's, see settings); places' tuning
-    (`index.tuning`) gives their zones their own parameters.
+    (`index.tuning`) gives their zones their own parameters. A fix measured more than `late_after_s` before
+    `received_at` is late: its events are flagged (`is_late`), and so is the dwell of a zone it entered.
     """
     ordered = sorted(fixes, key=lambda f: f.ts)
     inside: list[set[ZoneKey]]
@@ -150,7 +155,9 @@ def run_transitions(
         keys = list(inside[position].union(at_mean, state.fences))
         signed = _signed(index, keys, inside[position], record.lon, record.lat)
         mean_signed = _signed(index, keys, at_mean, smoothed.lon, smoothed.lat)
-        state, new = step(state, fix, signed, config, _zone_configs(index, keys, config), smoothed, mean_signed)
+        late = received_at is not None and is_late(fix.ts, received_at, late_after_s)
+        configs = _zone_configs(index, keys, config)
+        state, new = step(state, fix, signed, config, configs, smoothed, mean_signed, late)
         events += new
     return state, events
 
@@ -376,7 +383,7 @@ async def record_fixes(
         late_after_s = float(organisation_late_s)
     raw = orjson.loads(raw_state) if isinstance(raw_state, str | bytes) else raw_state
     state = load_state(raw)
-    new_state, transitions = run_transitions(index, state, fixes, config, assumed_accuracy_m)
+    new_state, transitions = run_transitions(index, state, fixes, config, assumed_accuracy_m, received_at, late_after_s)
     places = await state_places(session, raw, new_state)
     saved = with_places(dump_state(new_state), new_state, places)
     await driver.execute(SAVE_STATE, device.device_id, orjson.dumps(saved).decode())
@@ -393,7 +400,7 @@ async def record_fixes(
                 "kind": [t.kind for t in transitions],
                 "zone": [ZONES[t.key[1]] for t in transitions],
                 "at": [datetime.fromtimestamp(t.ts, UTC) for t in transitions],
-                "late": [is_late(t.ts, received_at, late_after_s) for t in transitions],
+                "late": [t.late for t in transitions],
             },
         )
     ).all()

@@ -14,7 +14,6 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 
 from services.models import Role
@@ -113,10 +112,11 @@ async def test_a_late_enter_moves_the_device_but_never_pushes(app, client, world
     )
     assert await stored_events(app, late_id) == [("enter", True)]
     # The state moved: a fresh device's fix this deep enters at once, this one is already inside. (It does make a
-    # dwell, from the late enter's time: see test_a_late_enter_does_not_count_toward_a_live_dwell.)
+    # dwell, counted from the late enter: late too, see test_a_late_enter_does_not_count_toward_a_live_dwell.)
     following = await post(client, late, at(JUST_INSIDE, ago(seconds=0), accuracy=5.0))
     assert "enter" not in [e["kind"] for e in following]
-    assert await stored_events(app, late_id) == [("enter", True)] + [(e["kind"], False) for e in following]
+    assert [(e["kind"], e["late"]) for e in following] == [("dwell", True)]
+    assert await stored_events(app, late_id) == [("enter", True), ("dwell", True)]
 
     # The control: the same place, the same content, a fix measured just now.
     [live_event] = await post(client, live, at(INSIDE, ago(seconds=0)))
@@ -180,10 +180,6 @@ async def test_a_late_dwell_is_never_pushed(app, client, world: World, settings)
     assert await notifications_of(app, live_id) == [(title, ["fcm", "inbox"])]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the dwell is judged from the late enter's time: the first live fix inside makes a live dwell, pushed",
-)
 async def test_a_late_enter_does_not_count_toward_a_live_dwell(app, client, world: World, settings) -> None:
     """The issue: late events "never count toward dwell pushes". A phone back online after 20 minutes offline
     inside: its offline enter is late, and its first live fix inside must not push the dwell content at once."""
