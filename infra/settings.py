@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from geofences.domain import GeometryLimits
 from geofences.transitions import DEFAULT_CONFIG as _RULES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# What a fix without accuracy is judged as, per client protocol: a typical phone GPS fix outdoors.
+ASSUMED_ACCURACY_M = {"native": 30.0, "owntracks": 30.0, "osmand": 30.0}
 DEV_SECRET = "dev-secret-change-me"
 
 
@@ -79,9 +82,7 @@ class Settings(BaseSettings):
     max_rejected_jumps: int = Field(default=_RULES.max_rejected_jumps, ge=0)
     # Accuracy assumed for a fix that reports none, per client protocol (Traccar/OsmAnd URL templates often
     # leave it out): a typical phone GPS fix outdoors. Never infinity: such fixes must still trigger.
-    assumed_accuracy_m: dict[str, float] = Field(
-        default_factory=lambda: {"native": 30.0, "owntracks": 30.0, "osmand": 30.0}
-    )
+    assumed_accuracy_m: dict[str, float] = Field(default_factory=lambda: dict(ASSUMED_ACCURACY_M))
     # A fix that reaches the server later than this after it was measured makes `late` events: recorded, sent to
     # webhooks with the flag, never pushed. Organisations may set their own (organisations.late_fix_after_s).
     late_fix_after_s: int = Field(default=600, ge=0)
@@ -117,6 +118,17 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @field_validator("assumed_accuracy_m")
+    @classmethod
+    def _every_protocol_assumed(cls, value: dict[str, float]) -> dict[str, float]:
+        """A setting naming some protocols keeps the defaults of the others; the accuracy must be positive."""
+        unknown = set(value) - set(ASSUMED_ACCURACY_M)
+        if unknown:
+            raise ValueError(f"unknown client protocols {sorted(unknown)}; known: {sorted(ASSUMED_ACCURACY_M)}")
+        if not all(math.isfinite(v) and v > 0 for v in value.values()):
+            raise ValueError("assumed accuracies must be positive numbers of metres")
+        return {**ASSUMED_ACCURACY_M, **value}
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

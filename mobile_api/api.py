@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request, status
 from fastapi.responses import Response
@@ -49,7 +49,7 @@ async def ingest(
     fixes: list[FixIn],
     *,
     batch_id: str | None = None,
-    source: str = "native",
+    source: Literal["native", "owntracks", "osmand"] = "native",
 ) -> FixOutcome:
     """The one service call every protocol (native, OwnTracks, OsmAnd) ends in."""
     index = await request.app.state.indexes.get(device.organisation_id)
@@ -62,7 +62,7 @@ async def ingest(
         config=transition_config(settings),
         batch_id=batch_id,
         source=source,
-        assumed_accuracy_m=settings.assumed_accuracy_m.get(source, 30.0),
+        assumed_accuracy_m=settings.assumed_accuracy_m[source],
         late_after_s=settings.late_fix_after_s,
     )
     if outcome.events:

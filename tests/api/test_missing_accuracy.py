@@ -111,7 +111,12 @@ async def test_an_assumed_accuracy_coarser_than_the_limit_makes_such_fixes_coars
 
 def test_the_assumed_accuracy_is_read_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLACECAST_ASSUMED_ACCURACY_M", '{"osmand": 150, "native": 20.5}')
-    assert Settings(_env_file=None).assumed_accuracy_m == {"osmand": 150.0, "native": 20.5}
+    # Protocols not named keep their default.
+    assert Settings(_env_file=None).assumed_accuracy_m == {"osmand": 150.0, "native": 20.5, "owntracks": 30.0}
+    for bad in ('{"carrier-pigeon": 5}', '{"osmand": 0}', '{"osmand": -3}'):
+        monkeypatch.setenv("PLACECAST_ASSUMED_ACCURACY_M", bad)
+        with pytest.raises(ValueError, match="protocol|positive"):
+            Settings(_env_file=None)
     monkeypatch.delenv("PLACECAST_ASSUMED_ACCURACY_M")
     defaults = Settings(_env_file=None).assumed_accuracy_m
     assert defaults == {"native": 30.0, "owntracks": 30.0, "osmand": 30.0}
