@@ -115,7 +115,7 @@ def test_the_assumed_accuracy_is_read_from_the_environment_as_json(monkeypatch: 
     assert Settings(_env_file=None).assumed_accuracy_m == {"osmand": 150.0, "native": 20.5, "owntracks": 30.0}
     for bad in ('{"carrier-pigeon": 5}', '{"osmand": 0}', '{"osmand": -3}'):
         monkeypatch.setenv("PLACECAST_ASSUMED_ACCURACY_M", bad)
-        with pytest.raises(ValueError, match="protocol|positive"):
+        with pytest.raises(ValueError, match=r"protocol|positive"):
             Settings(_env_file=None)
     monkeypatch.delenv("PLACECAST_ASSUMED_ACCURACY_M")
     defaults = Settings(_env_file=None).assumed_accuracy_m

@@ -42,7 +42,7 @@ def walk(start_x: float, depth: float, every_s: float, stay_s: float, accuracy: 
 
 def replay(fixes: list[FixRecord], **kwargs: object) -> list[tuple[str, float, bool]]:
     state: DeviceState[ZoneKey] = DeviceState()
-    out = []
+    out: list[tuple[str, float, bool]] = []
     for record in fixes:  # one request per fix, as phones send them
         state, events = run_transitions(INDEX, state, [record], CONFIG, **kwargs)  # type: ignore[arg-type]
         out += [(e.kind, e.ts, e.late) for e in events]
