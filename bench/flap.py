@@ -30,14 +30,16 @@ from bench import legacy_transitions as legacy
 from bench.gps_corpus import SCENARIOS, Trace, corpus, helsinki
 from geofences.index import ZONE_BUILDING, FenceIndex
 from geofences.transitions import DeviceState, TransitionConfig
+from infra.settings import Settings
 from services.tracking import FixRecord, ZoneKey, run_transitions
 
 EARLY_S = 30.0
 BRIEF_S = 30
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-NEAR_WALLS = ("wall_outside", "wall_inside", "indoor_drift", "network_fixes", "multipath_outside")
-ASSUMED_ACCURACY_M = 30.0  # what the settings assume for a client that sends none (OsmAnd / Traccar)
-LATE_AFTER_S = 600.0
+NEAR_WALLS = ("wall_outside", "wall_inside", "wall_no_accuracy", "indoor_drift", "network_fixes", "multipath_outside")
+# What the service assumes for a Traccar/OsmAnd client that sends no accuracy, and its late limit: the defaults.
+ASSUMED_ACCURACY_M = Settings.model_fields["assumed_accuracy_m"].get_default(call_default_factory=True)["osmand"]
+LATE_AFTER_S = float(Settings.model_fields["late_fix_after_s"].get_default())
 
 
 @dataclass

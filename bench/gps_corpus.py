@@ -225,12 +225,13 @@ def _indoor_accuracy(
 def _trace(kind: str, rng: random.Random, building: Building) -> Trace | None:
     shape = building.shape
     hour = 3600
-    if kind in ("wall_outside", "wall_inside"):
-        spot = _wall_point(rng, shape, rng.uniform(1, 30), inside=kind == "wall_inside")
+    if kind in ("wall_outside", "wall_inside", "wall_no_accuracy"):
+        inside = kind == "wall_inside" or (kind == "wall_no_accuracy" and rng.random() < 0.5)
+        spot = _wall_point(rng, shape, rng.uniform(1, 30), inside=inside)
         if spot is None:
             return None
-        path, acc = _stand(spot, hour), rng.uniform(5, 40)
-        fixes = _observe(rng, path, 10, lambda _: acc, rng.uniform(10, 60))
+        path, acc = _stand(spot, hour), rng.uniform(5, 40) if kind != "wall_no_accuracy" else rng.uniform(5, 30)
+        fixes = _observe(rng, path, 10, lambda _: acc, rng.uniform(10, 60), report_accuracy=kind != "wall_no_accuracy")
         return Trace(kind, building, path, fixes, notes={"accuracy_m": acc})
     if kind in ("indoor_drift", "network_fixes"):
         spot = _interior(rng, shape, rng.uniform(0, 10))
@@ -285,6 +286,7 @@ def _trace(kind: str, rng: random.Random, building: Building) -> Trace | None:
 SCENARIOS = (
     "wall_outside",
     "wall_inside",
+    "wall_no_accuracy",
     "indoor_drift",
     "network_fixes",
     "multipath_outside",
