@@ -31,7 +31,8 @@ import shapely
 
 from geofences.builder import hand_over, take_over
 from geofences.domain import FenceSpec
-from geofences.index import EARTH_RADIUS_M, FenceIndex
+from geofences.geodesy import EARTH_RADIUS_M
+from geofences.index import FenceIndex
 from geofences.transitions import DeviceState, TransitionConfig
 from services.tracking import FixRecord, ZoneKey, run_transitions
 

@@ -135,6 +135,7 @@ def _flap_table(flap: dict[str, Any], console: Console) -> None:
         ("false exits near walls", "near_walls", "false_exits"),
         ("walks in: true enters", "walks_in", "true_enters"),
         ("walks in: missed enters", "walks_in", "missed_enters"),
+        ("walks in: enters later than 15 s", "walks_in", "late_enters_over_15s"),
         ("walks in: median enter delay s", "walks_in", "median_enter_delay_s"),
         ("walks in: p90 enter delay s", "walks_in", "p90_enter_delay_s"),
         ("walks: false transitions", "walks_in", "false_enters"),

@@ -42,8 +42,8 @@ import numpy.typing as npt
 import shapely
 
 from geofences.domain import FenceSpec
+from geofences.geodesy import EARTH_RADIUS_M
 
-EARTH_RADIUS_M = 6371008.8
 ZONE_BUILDING = 0  # the fence itself
 ZONE_APPROACH = 1  # the fence widened by its place's approach distance; it contains the building
 ZONE_NAMES = ("building", "approach")

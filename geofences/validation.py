@@ -17,11 +17,11 @@ from shapely.errors import ShapelyError
 from shapely.geometry import LinearRing, MultiPolygon, Point, Polygon
 
 from geofences.domain import FenceSpec, GeometryLimits
+from geofences.geodesy import EARTH_RADIUS_M
 
 # A request with thousands of broken positions should get a readable answer, not a megabyte.
 MAX_PROBLEMS = 50
 # Mean Earth radius (IUGG); the spherical area is within ~0.5 % of the ellipsoid, plenty for limits.
-EARTH_RADIUS_M = 6_371_008.8
 # is_valid_reason prints the location with ~10 significant digits, so match rings loosely.
 _LOCATION_TOLERANCE_DEG = 1e-6
 

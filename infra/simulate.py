@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-EARTH_RADIUS_M = 6_371_008.8
+from geofences.geodesy import EARTH_RADIUS_M
 
 
 @dataclass(frozen=True)
