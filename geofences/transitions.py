@@ -20,8 +20,10 @@ device-hour near walls, `bench.flap`). These rules decide on evidence:
   at once on one fix deep enough (`enter_depth_sigmas` accuracies and `min_enter_depth_m`): a walk in with
   outdoor accuracy is confirmed within one or two fixes.
 - **Exit** is deliberately harder (a false exit re-fires the next enter, the flapping people notice): the
-  mean position outside by `exit_sigmas` of its uncertainty and `min_exit_margin_m`, the deciding fix
-  itself at least max(accuracy, `min_exit_margin_m`) outside, and the mean outside for `min_exit_s`.
+  mean position outside by `exit_sigmas` of its uncertainty and `min_exit_margin_m` for `min_exit_s`, and
+  the deciding fix itself `exit_fix_sigmas` accuracies outside. A device that has not moved since it entered
+  (its mean position not restarted since: a device does not leave without moving, its error drifts) needs its
+  mean `still_exit_sigmas` accuracies outside (a wall moved by an admin is that far).
 - **Coarse fixes** (accuracy worse than `max_accuracy_m`: network and cell fixes) never enter or exit and
   do not move the device; they only let time pass for dwell. A fix without accuracy must be given the
   protocol's assumed accuracy by the caller (`infra/settings.py`); NaN here counts as coarse.
@@ -58,13 +60,15 @@ class TransitionConfig:
     min_depth_m: float = 2.0  # ... and at least this deep
     min_mean_age_s: float = 120.0  # ... once the device has sat there this long (outlasting a drift of its error)
     min_mean_sigma_m: float = 2.0  # the mean position is never trusted to better than this
-    enter_depth_sigmas: float = 0.75  # one fix this many accuracies deep enters at once ...
-    min_enter_depth_m: float = 8.0  # ... if it is also at least this deep
+    enter_depth_sigmas: float = 0.5  # one fix this many accuracies deep enters at once ...
+    min_enter_depth_m: float = 5.0  # ... if it is also at least this deep
     lone_fix_sigmas: float = 2.0  # a fix from a device not sitting still (new, rare, moving) enters this deep
     settled_after_s: float = 60.0  # a device whose mean position has not moved for this long sits still ...
     settled_within_s: float = 60.0  # ... if it was seen this recently
     exit_sigmas: float = 3.5
-    min_exit_margin_m: float = 10.0  # the mean and the deciding fix at least max(accuracy, this) outside
+    exit_fix_sigmas: float = 2.0  # the deciding fix at least this many accuracies outside ...
+    still_exit_sigmas: float = 3.0  # a device that has not moved since it entered: its mean this far outside
+    min_exit_margin_m: float = 10.0  # ... and this many metres, and the mean too
     min_exit_s: float = 30.0  # the mean position outside for at least this long
     decorrelation_s: float = 15.0  # fixes closer in time count as a fraction of one observation
     memory_s: float = 900.0  # older fixes fade from the mean position (e-folding time)
@@ -94,6 +98,8 @@ ZONE_TUNABLES = (
     "min_enter_depth_m",
     "lone_fix_sigmas",
     "exit_sigmas",
+    "exit_fix_sigmas",
+    "still_exit_sigmas",
     "min_exit_margin_m",
     "min_exit_s",
     "dwell_after_s",
@@ -331,9 +337,11 @@ def _judge_exit(
         del zones[key]
         events.append(TransitionEvent("exit", key, ts, late))
         return
-    # After a restart (the device moved, or an outlier) the mean is this fix alone; min_exit_s then asks for
-    # more fixes agreeing, so one outlier cannot exit.
     margin = max(config.exit_sigmas * smoothed.sigma_m, config.min_exit_margin_m)
+    if not (smoothed.moved and smoothed.started > current.since):
+        # It has not moved since it entered, and a device does not leave without moving: its error drifting
+        # out must go much farther than its accuracy to count (a wall moved by an admin does).
+        margin = max(margin, config.still_exit_sigmas * sigma)
     if -mean_depth < margin:
         if current.outside_since is not None:
             zones[key] = current._replace(outside_since=None)
@@ -341,7 +349,7 @@ def _judge_exit(
     # Outside since the earlier of this fix and the restart of the mean (a move confirmed by a second fix began
     # with the first).
     since = current.outside_since if current.outside_since is not None else min(ts, smoothed.started)
-    if -depth >= max(sigma, config.min_exit_margin_m) and ts - since >= config.min_exit_s:
+    if -depth >= max(config.exit_fix_sigmas * sigma, config.min_exit_margin_m) and ts - since >= config.min_exit_s:
         del zones[key]
         events.append(TransitionEvent("exit", key, ts, late))
     elif current.outside_since is None:

@@ -51,6 +51,8 @@ TUNING_RANGES: Mapping[str, TuningRange] = {
     "lone_fix_sigmas": _SIGMAS,
     "min_mean_age_s": _SECONDS,
     "exit_sigmas": _SIGMAS,
+    "exit_fix_sigmas": _SIGMAS,
+    "still_exit_sigmas": _SIGMAS,
     "min_exit_margin_m": _METRES,
     "min_exit_s": _SECONDS,
     "dwell_after_s": _SECONDS,

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     settled_after_s: float = Field(default=_RULES.settled_after_s, ge=0)
     settled_within_s: float = Field(default=_RULES.settled_within_s, ge=0)
     exit_sigmas: float = Field(default=_RULES.exit_sigmas, ge=0)
+    exit_fix_sigmas: float = Field(default=_RULES.exit_fix_sigmas, ge=0)
+    still_exit_sigmas: float = Field(default=_RULES.still_exit_sigmas, ge=0)
     min_exit_margin_m: float = Field(default=_RULES.min_exit_margin_m, ge=0)
     min_exit_s: float = Field(default=_RULES.min_exit_s, ge=0)
     decorrelation_s: float = Field(default=_RULES.decorrelation_s, gt=0)
