@@ -237,6 +237,13 @@ class _Projection:
             x = (np.asarray(lons, dtype=np.float64) - self.lon0) * self.kx
             return x, (np.asarray(lats, dtype=np.float64) - self.lat0) * self.ky
 
+    def point(self, lon: float, lat: float) -> tuple[float, float]:
+        """One point, in plain floats (the same arithmetic; non-finite input gives non-finite output)."""
+        try:
+            return (float(lon) - self.lon0) * self.kx, (float(lat) - self.lat0) * self.ky
+        except OverflowError:
+            return math.inf, math.inf
+
 
 class _Grid:
     """Boxes in uniform grids whose cell size grows 4x per level, each box in the finest level where
@@ -556,10 +563,10 @@ class FenceIndex:
         if self._wraps and (-180.0 <= lon <= self._wrap_east or self._wrap_west <= lon <= 180.0):
             _, found, zones = self._bulk(np.array([lon], np.float64), np.array([lat], np.float64))  # both sides
             return list(zip(found.tolist(), zones.tolist(), strict=True))
-        x, y = self._project(lon, lat)
+        x, y = self._project.point(lon, lat)  # plain floats: numpy set-up for one point costs half a lookup
         if not (math.isfinite(x) and math.isfinite(y)):
             return []
-        items = self._grid.at(float(x), float(y))
+        items = self._grid.at(x, y)
         if not items.size:  # most fixes: answered without a numpy pass over anything
             return []
         one = np.zeros(items.size, np.int64)

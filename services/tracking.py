@@ -151,10 +151,16 @@ def run_transitions(
         accuracy = record.accuracy_m if record.accuracy_m is not None else assumed_accuracy_m
         fix = Fix(record.ts.timestamp(), record.lon, record.lat, accuracy, record.speed_mps)
         smoothed = smooth(state, fix, config)
-        at_mean = index.zones_at(smoothed.lon, smoothed.lat) if smoothed.ts != state.last_ts else set()
+        # The mean sits on the fix after a restart (a move, a first fix): one lookup then answers both.
+        same = smoothed.lon == record.lon and smoothed.lat == record.lat
+        at_mean = inside[position] if same else index.zones_at(smoothed.lon, smoothed.lat)
         keys = list(inside[position].union(at_mean, state.fences))
-        signed = _signed(index, keys, inside[position], record.lon, record.lat)
-        mean_signed = _signed(index, keys, at_mean, smoothed.lon, smoothed.lat)
+        if same:
+            signed = mean_signed = _signed(index, keys, [(inside[position], record.lon, record.lat)])[0]
+        else:
+            signed, mean_signed = _signed(
+                index, keys, [(inside[position], record.lon, record.lat), (at_mean, smoothed.lon, smoothed.lat)]
+            )
         late = received_at is not None and is_late(fix.ts, received_at, late_after_s)
         configs = _zone_configs(index, keys, config)
         state, new = step(state, fix, signed, config, configs, smoothed, mean_signed, late)
@@ -163,15 +169,25 @@ def run_transitions(
 
 
 def _signed(
-    index: FenceIndex, keys: list[ZoneKey], inside: set[ZoneKey], lon: float, lat: float
-) -> dict[ZoneKey, float]:
+    index: FenceIndex, keys: list[ZoneKey], points: list[tuple[set[ZoneKey], float, float]]
+) -> list[dict[ZoneKey, float]]:
+    """Signed distances of `keys`' zones at each point (`(zones containing it, lon, lat)`), in one index call."""
     if not keys:
-        return {}
-    measured = index.signed_distance_m([k[0] for k in keys], lon, lat, [k[1] for k in keys])
-    signed = dict(zip(keys, measured.tolist(), strict=True))
-    for key in inside:  # the index's containment is the truth on the boundary itself
-        signed[key] = max(signed[key], 0.0)
-    return signed
+        return [{} for _ in points]
+    n = len(keys)
+    measured = index.signed_distance_m(
+        [k[0] for k in keys] * len(points),
+        [lon for _, lon, _ in points for _ in range(n)],
+        [lat for _, _, lat in points for _ in range(n)],
+        [k[1] for k in keys] * len(points),
+    ).tolist()
+    out = []
+    for number, (inside, _, _) in enumerate(points):
+        signed = dict(zip(keys, measured[number * n : (number + 1) * n], strict=True))
+        for key in inside:  # the index's containment is the truth on the boundary itself
+            signed[key] = max(signed[key], 0.0)
+        out.append(signed)
+    return out
 
 
 def is_late(event_ts: float, received_at: datetime, late_after_s: float) -> bool:
