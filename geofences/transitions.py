@@ -112,10 +112,9 @@ DEFAULT_CONFIG = TransitionConfig()
 
 
 class ZoneState(NamedTuple):
-    """A zone the device is inside (`since`: when it entered), or inside of which it was seen pending an exit
-    (`outside_since`: since when its mean position has been outside); other zones have no state."""
+    """A zone the device is inside: `since` it entered; `outside_since`: since when its mean position has been
+    outside, an exit pending. Zones the device is outside of have no state."""
 
-    inside: bool
     since: float
     dwell_fired: bool = False
     outside_since: float | None = None
@@ -155,7 +154,7 @@ class DeviceState(NamedTuple, Generic[K]):
     last_depths: Mapping[K, float] = MappingProxyType({})  # the last accepted fix's depth in the zones it was in
 
     def inside(self) -> list[K]:
-        return [key for key, zone in self.fences.items() if zone.inside]
+        return list(self.fences)
 
 
 class Fix(NamedTuple):
@@ -275,7 +274,7 @@ def step(
         depth = signed_m.get(key, -math.inf)
         mean_depth = mean_signed_m.get(key, -math.inf)
         current = zones.get(key)
-        if current is not None and current.inside:
+        if current is not None:
             _judge_exit(zones, events, key, current, fix.ts, depth, sigma, mean_depth, smoothed, zone_config, late)
         elif (
             fix.ts - smoothed.started >= zone_config.min_mean_age_s
@@ -295,7 +294,7 @@ def step(
                 and (state.smoothed is None or not _sitting(state.smoothed, fix.ts, zone_config))
             )
         ):
-            zones[key] = ZoneState(True, fix.ts, entered_late=late)
+            zones[key] = ZoneState(fix.ts, entered_late=late)
             enters.append(TransitionEvent("enter", key, fix.ts, late))
     events += enters
     _dwell(zones, events, fix.ts, config, zone_configs, late, signed_m)
@@ -369,7 +368,7 @@ def _dwell(
     # but not while an exit is pending or on a fix well outside (a rarely reporting phone seen leaving): a
     # device on its way out has not dwelled.
     for key, zone in zones.items():
-        if not zone.inside or zone.dwell_fired or zone.outside_since is not None:
+        if zone.dwell_fired or zone.outside_since is not None:
             continue
         zone_config = config if zone_configs is None else zone_configs.get(key, config)
         if signed_m is not None and signed_m.get(key, -math.inf) <= -zone_config.min_exit_margin_m:

@@ -76,14 +76,10 @@ class FixOutcome:
 def load_state(raw: dict[str, Any]) -> DeviceState[ZoneKey]:
     zones: dict[ZoneKey, ZoneState] = {}
     for key, values in (raw.get("fences") or {}).items():
-        fence_id, zone = key.split(":")
-        if len(values) == 2:  # before migration 0005's model: [entered_at, dwell_fired]
-            zones[(int(fence_id), int(zone))] = ZoneState(True, float(values[0]), bool(values[1]))
-        else:  # [inside, since, dwell_fired, outside_since(, entered_late)]
-            inside, since, dwell_fired, outside_since, *rest = values
-            zones[(int(fence_id), int(zone))] = ZoneState(
-                bool(inside), float(since), bool(dwell_fired), outside_since, bool(rest and rest[0])
-            )
+        # [since, dwell_fired, outside_since, entered_late]; states saved before migration 0005 hold the first two.
+        since, dwell_fired, *rest = values
+        outside_since = rest[0] if rest else None
+        zones[_zone_key(key)] = ZoneState(float(since), bool(dwell_fired), outside_since, bool(rest[1:2] and rest[1]))
     smoothed = raw.get("smoothed")
     return DeviceState(
         raw.get("last_ts"),

@@ -238,3 +238,14 @@ def test_replayed_and_out_of_order_fixes_change_nothing(ages: list[float]) -> No
     for age in ages:
         again, events = apply(state, fix(6000 - age, 500))
         assert events == [] and again == state
+
+
+def test_every_rule_parameter_is_a_setting_with_the_rules_default() -> None:
+    """`mobile_api.api.transition_config` reads every field from the settings: one missing is a 500 on every fix."""
+    from dataclasses import fields
+
+    from infra.settings import Settings
+
+    for field in fields(TransitionConfig):
+        assert field.name in Settings.model_fields, field.name
+        assert Settings.model_fields[field.name].get_default() == getattr(CONFIG, field.name), field.name
