@@ -50,6 +50,10 @@ class Organisation(IdMixin, TimestampMixin, Base):
     fence_version: Mapped[int] = mapped_column(BigInteger, server_default="0")
     # Fixes older than this at arrival make `late` events (NULL: the service's setting).
     late_fix_after_s: Mapped[int | None] = mapped_column(Integer)
+    # The QR check-in signing key, sealed (services/sealing.py); NULL until first needed. Rotating it
+    # invalidates every printed code of the organisation.
+    qr_key: Mapped[str | None] = mapped_column(Text)
+    qr_key_rotated_at: Mapped[datetime | None]
 
 
 class User(IdMixin, TimestampMixin, Base):
@@ -93,6 +97,8 @@ class Device(IdMixin, TimestampMixin, Base):
     credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
     fcm_token: Mapped[str | None] = mapped_column(Text)
     fcm_token_active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    # What fcm_token holds: an FCM registration token ("token") or a Firebase installation ID ("fid").
+    push_target_kind: Mapped[str] = mapped_column(String(8), server_default="token")
     locale: Mapped[str] = mapped_column(String(35), server_default="en")
     timezone: Mapped[str] = mapped_column(String(64), server_default="Europe/Helsinki")
     consents: Mapped[dict[str, bool]] = mapped_column(JSONB, server_default="{}")
