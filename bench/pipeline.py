@@ -167,7 +167,9 @@ def _pipeline(env: dict[str, str], dsn: str, n: int, processes: int) -> float:
     time.sleep(3)  # workers connected (their start-up is not what we measure)
 
     async def enqueue() -> None:
-        redis = await create_pool(RedisSettings(port=int(env["PLACECAST_REDIS_PORT"])))
+        redis = await create_pool(
+            RedisSettings(port=int(env["PLACECAST_REDIS_PORT"]), password=env["PLACECAST_REDIS_PASSWORD"])
+        )
         for i in range(0, len(event_ids), 100):  # as the API hands over a request's events
             await enqueue_events(redis, event_ids[i : i + 100], WINDOW_S)
         await redis.aclose()

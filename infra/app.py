@@ -24,7 +24,13 @@ from services.devices import CredentialCache
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    return RedisSettings(host=settings.redis_host, port=settings.redis_port, conn_timeout=2, conn_retries=2)
+    return RedisSettings(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        password=settings.redis_password.get_secret_value(),
+        conn_timeout=2,
+        conn_retries=2,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from infra.settings import Settings, get_settings
+from infra.settings import Settings, ensure_local_secrets, get_settings
 from infra.stack import PgCluster, RedisServer, pg_data_dir
 
 app = typer.Typer(help="Placecast: geofences, check-ins and pushes around public buildings.", no_args_is_help=True)
@@ -34,7 +34,8 @@ def stack(settings: Settings) -> tuple[PgCluster, RedisServer]:
         settings.pg_password.get_secret_value(),
         settings.pg_database,
     )
-    return pg, RedisServer(settings.var_dir / "redis", settings.redis_port)
+    redis = RedisServer(settings.var_dir / "redis", settings.redis_port, settings.redis_password.get_secret_value())
+    return pg, redis
 
 
 def _with_session(work: Callable[[Any], Awaitable[T]]) -> T:
@@ -560,6 +561,9 @@ def up(
     demo: Annotated[bool, typer.Option(help="load the Helsinki demo data")] = True,
 ) -> None:
     """Start PostGIS, Redis, migrate, load the demo, serve the API and the worker until Ctrl-C."""
+    # First run: a random secret key, database and Redis password in var/secrets/ (0600); later runs reuse them.
+    generated = ensure_local_secrets()
+    get_settings.cache_clear()
     settings = get_settings()
     pg, redis = stack(settings)
     started = time.monotonic()
@@ -615,6 +619,8 @@ def up(
     )
     console.print(f"  push       {push_note}")
     console.print(f"  logs       {settings.var_dir / 'log'}")
+    if generated:
+        console.print(f"  secrets    {next(iter(generated.values())).parent}   (generated on first run, mode 0600)")
     console.print("  Ctrl-C (or `infra/run.sh stop`) stops everything; data stays in var/.\n")
 
     def shutdown(*_: object) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import secrets
+import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,24 +21,90 @@ from geofences.transitions import DEFAULT_CONFIG as _RULES
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What a fix without accuracy is judged as, per client protocol: a typical phone GPS fix outdoors.
 ASSUMED_ACCURACY_M = {"native": 30.0, "owntracks": 30.0, "osmand": 30.0}
-DEV_SECRET = "dev-secret-change-me"
+# The secrets a development run generates on its first start (infra/run.sh → `placecast up`): one file each in
+# `<var_dir>/secrets/`, mode 0600. The environment wins over a file; production reads only the environment. There
+# is no public default: with neither, the settings refuse to load and say what to do.
+SECRET_FILES = {"secret_key": "secret-key", "pg_password": "pg-password", "redis_password": "redis-password"}
+
+
+def secrets_dir(var_dir: Path) -> Path:
+    return var_dir / "secrets"
+
+
+def read_secret_file(var_dir: Path, name: str) -> str | None:
+    try:
+        found = (secrets_dir(var_dir) / name).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return found or None
+
+
+def ensure_secret_files(var_dir: Path) -> dict[str, Path]:
+    """Generate each missing secret (256 random bits) in `<var_dir>/secrets/`, 0600 from the moment it exists;
+    an existing file is kept. Written to a private temporary file and linked into place, so a reader never sees a
+    half-written secret and two concurrent first runs agree on one value."""
+    folder = secrets_dir(var_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    paths: dict[str, Path] = {}
+    for name in SECRET_FILES.values():
+        path = paths[name] = folder / name
+        if path.exists():
+            continue
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.")  # mkstemp creates it 0600
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another first run won: keep its value
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    return paths
+
+
+class _Where(BaseSettings):
+    """Just where the data lives and in which mode, read as Settings reads them: enough to generate the secrets
+    that Settings itself requires."""
+
+    model_config = SettingsConfigDict(env_prefix="PLACECAST_", env_file=".env", extra="ignore")
+    environment: str = "development"
+    var_dir: Path = PROJECT_ROOT / "var"
+
+
+def ensure_local_secrets() -> dict[str, Path]:
+    """What `placecast up` (infra/run.sh) does before it reads the settings: generate the missing secrets in the
+    configured var/ folder. Production is configured through its environment and gets none."""
+    where = _Where()
+    return {} if where.environment == "production" else ensure_secret_files(where.var_dir)
+
+
+def _plain(value: object) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PLACECAST_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused setting must not print the secrets beside it into a log.
+    model_config = SettingsConfigDict(
+        env_prefix="PLACECAST_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "test", "production"] = "development"
-    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    # Seals stored secrets (webhook signing keys, organisations' QR keys). Required, like the two passwords below:
+    # from PLACECAST_SECRET_KEY or, outside production, var/secrets/secret-key (see SECRET_FILES).
+    secret_key: SecretStr
 
     # Where the project keeps its own PostgreSQL cluster, Redis data and logs.
     var_dir: Path = PROJECT_ROOT / "var"
     pg_host: str = "127.0.0.1"
     pg_port: int = 55432
     pg_user: str = "placecast"
-    pg_password: SecretStr = SecretStr("placecast")
+    pg_password: SecretStr
     pg_database: str = "placecast"
     redis_host: str = "127.0.0.1"
     redis_port: int = 56379
+    redis_password: SecretStr  # Redis runs with requirepass
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     db_pool_size: int = 20  # per process; connections beyond it are opened and closed per request (measured: churn)
@@ -132,19 +203,40 @@ class Settings(BaseSettings):
             raise ValueError("assumed accuracies must be positive numbers of metres")
         return {**ASSUMED_ACCURACY_M, **value}
 
-    @model_validator(mode="after")
-    def _refuse_default_secrets(self) -> Settings:
-        if self.environment == "production":
-            if self.secret_key.get_secret_value() == DEV_SECRET:
-                raise ValueError("PLACECAST_SECRET_KEY must be set to a real secret in production")
-            if self.pg_password.get_secret_value() == "placecast":
-                raise ValueError("PLACECAST_PG_PASSWORD must be changed from the default in production")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_configured(cls, data: Any) -> Any:
+        """Each secret from the environment or, outside production, from its generated file; else a clear error."""
+        if not isinstance(data, dict):
+            return data
+        data = {key: value for key, value in data.items() if not (key in SECRET_FILES and value in (None, ""))}
+        production = data.get("environment") == "production"
+        var_dir = Path(data.get("var_dir") or PROJECT_ROOT / "var")
+        missing = []
+        for field, file_name in SECRET_FILES.items():
+            if field not in data and not production:
+                found = read_secret_file(var_dir, file_name)
+                if found is not None:
+                    data[field] = found
+            if field not in data:
+                missing.append(f"PLACECAST_{field.upper()}")
+        if missing:
+            where = (
+                "production reads them from the environment only"
+                if production
+                else f"run infra/run.sh once (it generates them in {secrets_dir(var_dir)}) or set them"
+            )
+            raise ValueError(f"{', '.join(missing)} not configured: {where}")
+        if production and len(_plain(data["secret_key"])) < 32:
+            raise ValueError("PLACECAST_SECRET_KEY must be at least 32 characters of random text in production")
+        if production and _plain(data["pg_password"]) == "placecast":  # the public password of earlier versions
+            raise ValueError("PLACECAST_PG_PASSWORD must not be the old public default in production")
+        return data
 
     @property
     def database_url(self) -> str:
-        password = self.pg_password.get_secret_value()
-        return f"postgresql+asyncpg://{self.pg_user}:{password}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+        user, password = quote(self.pg_user, safe=""), quote(self.pg_password.get_secret_value(), safe="")
+        return f"postgresql+asyncpg://{user}:{password}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
 
     @property
     def sync_database_url(self) -> str:
@@ -152,7 +244,8 @@ class Settings(BaseSettings):
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.redis_host}:{self.redis_port}/0"
+        password = quote(self.redis_password.get_secret_value(), safe="")
+        return f"redis://:{password}@{self.redis_host}:{self.redis_port}/0"
 
     @property
     def geometry_limits(self) -> GeometryLimits:

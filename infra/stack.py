@@ -25,6 +25,13 @@ import psycopg
 from psycopg import sql
 
 PG_BIN_CANDIDATES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+# Who may connect to the project's cluster, and how: with a password (SCRAM-SHA-256), from loopback only.
+PG_HBA = """\
+# Written by infra/stack.py: every connection proves its password; nothing is trusted.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
 
 
 class StackError(RuntimeError):
@@ -117,9 +124,25 @@ class PgCluster:
             ]
         )
 
+    def _secure_hba(self) -> bool:
+        """Password (SCRAM) authentication for every connection, over loopback TCP and the socket alike; never
+        `trust`. A cluster made by an older version with other rules gets these; True when the file changed."""
+        hba = self.data_dir / "pg_hba.conf"
+        if hba.read_text() == PG_HBA:
+            return False
+        hba.write_text(PG_HBA)
+        if _as_root():
+            postgres = pwd.getpwnam("postgres")
+            os.chown(hba, postgres.pw_uid, postgres.pw_gid)
+        hba.chmod(0o600)
+        return True
+
     def start(self) -> None:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
+        hba_changed = self._secure_hba()
+        if port_open("127.0.0.1", self.port) and hba_changed:
+            _run_as_owner([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "reload"])
         if not port_open("127.0.0.1", self.port):
             options = [
                 f"-p {self.port}",
@@ -161,12 +184,13 @@ class PgCluster:
 
     def _ensure_role_and_database(self) -> None:
         with psycopg.connect(self._superuser_dsn(), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,)).fetchone():
-                conn.execute(
-                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                        sql.Identifier(self.user), sql.Literal(self.password)
-                    )
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,)).fetchone()
+            # The password is set on every start: a cluster from before generated secrets had a public one.
+            conn.execute(
+                sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                    sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(self.user), sql.Literal(self.password)
                 )
+            )
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone():
                 conn.execute(
                     sql.SQL("CREATE DATABASE {} OWNER {}").format(
@@ -189,22 +213,45 @@ class PgCluster:
 
 @dataclass
 class RedisServer:
+    """A Redis of the project's own. With a password it runs with `requirepass`, kept in `redis.conf` (0600) in its
+    folder rather than on the command line (which other local users can read); a restart without a password given
+    reuses that file, so a stopped and restarted server keeps the password its clients know."""
+
     data_dir: Path
     port: int
+    password: str | None = None
 
     @property
     def pidfile(self) -> Path:
         return self.data_dir / "redis.pid"
 
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "redis.conf"
+
+    def _write_config(self) -> None:
+        if self.password is None:
+            return
+        wanted = f"requirepass {self.password}\n"
+        if self.config_file.exists() and self.config_file.read_text() == wanted:
+            return
+        fd, temporary = tempfile.mkstemp(dir=self.data_dir, prefix=".redis.conf.")  # 0600 from the start
+        with os.fdopen(fd, "w") as out:
+            out.write(wanted)
+        os.replace(temporary, self.config_file)
+
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
         if not port_open("127.0.0.1", self.port):
             redis_server = shutil.which("redis-server")
             if redis_server is None:
                 raise StackError("redis-server not found; run the set-up script (installs redis-server)")
+            config = [str(self.config_file)] if self.config_file.exists() else []
             subprocess.run(
                 [
                     redis_server,
+                    *config,
                     "--bind",
                     "127.0.0.1",
                     "--port",
@@ -252,8 +299,9 @@ def private_stack(prefix: str, *, fast_unsafe: bool = False) -> Iterator[tuple[P
     `PLACECAST_*` environment that points the service at it. Never touches the demo's data."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(root, 0o755)  # the postgres system user must reach its data folder
-    pg = PgCluster(root / "pg", free_port(), "placecast", secrets.token_urlsafe(16), "placecast", fast_unsafe)
-    redis = RedisServer(root / "redis", free_port())
+    pg = PgCluster(root / "pg", free_port(), "placecast", secrets.token_urlsafe(24), "placecast", fast_unsafe)
+    redis = RedisServer(root / "redis", free_port(), secrets.token_urlsafe(24))
+    secret_key = secrets.token_urlsafe(32)
     try:
         pg.start()
         redis.start()
@@ -266,6 +314,8 @@ def private_stack(prefix: str, *, fast_unsafe: bool = False) -> Iterator[tuple[P
                 "PLACECAST_PG_PASSWORD": pg.password,
                 "PLACECAST_PG_DATABASE": pg.database,
                 "PLACECAST_REDIS_PORT": str(redis.port),
+                "PLACECAST_REDIS_PASSWORD": redis.password or "",
+                "PLACECAST_SECRET_KEY": secret_key,
             },
         )
     finally:

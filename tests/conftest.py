@@ -6,6 +6,7 @@ Nothing here touches the demo data of `infra/run.sh`: its own folder, its own po
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -17,6 +18,11 @@ from infra.stack import private_stack
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
+
+# Settings need every secret (there is no public default). A test that makes Settings() before the stack's fixture
+# ran gets random ones of its own, never the developer's var/secrets/; the stack's fixture replaces them.
+for _name in ("PLACECAST_SECRET_KEY", "PLACECAST_PG_PASSWORD", "PLACECAST_REDIS_PASSWORD"):
+    os.environ.setdefault(_name, secrets.token_urlsafe(32))
 
 
 @pytest.fixture(scope="session")
