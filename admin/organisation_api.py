@@ -1,13 +1,17 @@
-"""Admin API for the organisation's own settings: the late-fix limit.
+"""Admin API for the organisation's own settings: the late-fix limit and the QR signing key.
 
 `GET /admin/v1/organisation/settings` (any role) shows the organisation's value, the one in force and the oldest
 fix accepted at all; `PATCH` (owners) sets it, or with null hands it back to the service's setting. A fix that
 reaches the server later than the limit after it was measured makes `late` events: recorded, sent to webhooks
 with the flag, never pushed (services/tracking.py); a fix older than `max_fix_age_s` is refused with a 422.
+
+`GET /admin/v1/organisation/qr-key` (any role) says whether the organisation has a QR key and when it was last
+rotated; `POST .../qr-key/rotate` (owners, with `{"confirm": true}`) replaces it: every printed code stops working.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter
@@ -77,3 +81,38 @@ async def update_organisation_settings(
         late_fix_after_s=body.late_fix_after_s,
     )
     return _out(settings, found)
+
+
+class QrKeyOut(BaseModel):
+    exists: bool = Field(description="false until the first QR code is made")
+    rotated_at: datetime | None = Field(description="codes printed before this no longer verify")
+    warning: str = Field(default=orgs.ROTATION_WARNING, description="what rotating does")
+
+
+class QrKeyRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    confirm: bool = Field(strict=True, description="true: yes, every printed QR code of the organisation stops working")
+
+
+def _qr_out(state: orgs.QrKeyState) -> QrKeyOut:
+    return QrKeyOut(exists=state.exists, rotated_at=state.rotated_at)
+
+
+@router.get("/organisation/qr-key", response_model=QrKeyOut)
+async def get_qr_key(principal: PrincipalDep, uow: UowDep) -> QrKeyOut:
+    return _qr_out(await orgs.qr_key_state(uow.session, principal.organisation_id))
+
+
+@router.post("/organisation/qr-key/rotate", response_model=QrKeyOut)
+async def rotate_qr_key(body: QrKeyRotation, principal: PrincipalDep, uow: UowDep, settings: SettingsDep) -> QrKeyOut:
+    """Owners only. A new QR signing key: every code printed before stops working at once (audited)."""
+    principal.require(Role.owner)
+    if not body.confirm:
+        raise ValidationFailed("rotation not confirmed", [Problem("confirm", f"send true: {orgs.ROTATION_WARNING}")])
+    state = await orgs.rotate_qr_key(
+        uow.session,
+        sealer=orgs.qr_key_sealer(settings.secret_key.get_secret_value()),
+        organisation_id=principal.organisation_id,
+        actor=principal.actor,
+    )
+    return _qr_out(state)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, status
 from fastapi.responses import Response
 
+from admin.qr_api import place_token
 from geofences.domain import BBox
 from geofences.geojson_io import features_to_places, places_to_feature_collection
 from geofences.schemas import (
@@ -22,7 +23,6 @@ from geofences.schemas import (
 )
 from infra.deps import PrincipalDep, SettingsDep, UowDep
 from services import places as place_service
-from services.checkins import issue_qr_token as issue_qr_token_for
 from services.errors import Problem, ValidationFailed
 from services.models import Role
 
@@ -151,8 +151,7 @@ async def issue_qr_token(place_id: int, principal: PrincipalDep, uow: UowDep, se
     """A signed token to print as a QR code at the door: checking in with it needs no location."""
     principal.require(Role.editor)
     await place_service.get_place(uow, organisation_id=principal.organisation_id, place_id=place_id)
-    ttl_s = settings.qr_token_ttl_days * 86400
-    token = issue_qr_token_for(settings.secret_key.get_secret_value(), principal.organisation_id, place_id, ttl_s)
+    token, ttl_s = await place_token(uow, settings, principal.organisation_id, place_id)
     return {"place_id": place_id, "token": token, "expires_in_s": ttl_s}
 
 

@@ -1,4 +1,5 @@
-"""Printable QR codes for check-in at a place's door: an SVG holding a signed, place-bound token."""
+"""Printable QR codes for check-in at a place's door: an SVG holding a place-bound token signed with the
+organisation's own QR key (rotated at POST /admin/v1/organisation/qr-key/rotate, which voids printed codes)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from infra.deps import PrincipalDep, SettingsDep, UowDep
+from infra.settings import Settings
 from services import places as place_service
 from services.checkins import issue_qr_token
 from services.models import Role
+from services.uow import UnitOfWork
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: places"])
 
@@ -22,14 +25,22 @@ def checkin_uri(place_id: int, token: str) -> str:
     return "placecast://checkin?" + urlencode({"place_id": place_id, "qr_token": token})
 
 
+async def place_token(uow: UnitOfWork, settings: Settings, organisation_id: int, place_id: int) -> tuple[str, int]:
+    """The token printed for a place, signed with the organisation's QR key (made on first need), and its
+    lifetime in seconds."""
+    ttl_s = settings.qr_token_ttl_days * 86400
+    secret = settings.secret_key.get_secret_value()
+    token = await issue_qr_token(uow, secret=secret, organisation_id=organisation_id, place_id=place_id, ttl_s=ttl_s)
+    return token, ttl_s
+
+
 @router.get("/places/{place_id}/qr.svg", response_class=Response)
 async def place_qr_svg(place_id: int, principal: PrincipalDep, uow: UowDep, settings: SettingsDep) -> Response:
     """An SVG QR code to print at the door; checking in with it needs no location. Valid qr_token_ttl_days."""
     # The code is a credential for checking in, so the same role as POST .../qr-token issues it.
     principal.require(Role.editor)
     place = await place_service.get_place(uow, organisation_id=principal.organisation_id, place_id=place_id)
-    ttl_s = settings.qr_token_ttl_days * 86400
-    token = issue_qr_token(settings.secret_key.get_secret_value(), principal.organisation_id, place_id, ttl_s)
+    token, _ = await place_token(uow, settings, principal.organisation_id, place_id)
     uri = checkin_uri(place_id, token)
     out = io.BytesIO()
     # A white background: the print must scan on any paper and any page colour; <desc> repeats the payload.

@@ -10,35 +10,59 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
+from services import orgs
 from services.devices import DeviceAuth
 from services.errors import Forbidden, NotFound, Problem, ValidationFailed
 from services.tracking import RecordedEvent, current_visit, lock_state, open_visit, write_outbox
 from services.uow import UnitOfWork
 
 
-def _sign(secret: str, message: str) -> str:
-    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()[:18]
+def _sign(key: bytes, message: str) -> str:
+    digest = hmac.new(key, message.encode(), hashlib.sha256).digest()[:18]
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def issue_qr_token(secret: str, organisation_id: int, place_id: int, ttl_s: int) -> str:
-    """`<place>.<expiry>.<signature>`: printable at the door, useless for any other place or organisation."""
+def sign_qr_token(key: bytes, organisation_id: int, place_id: int, ttl_s: int) -> str:
+    """`<place>.<expiry>.<signature>` under the organisation's own QR key: useless for another place or
+    organisation, and for every place once the organisation rotates its key."""
     expires = int(time.time()) + ttl_s
-    return f"{place_id}.{expires}.{_sign(secret, f'{organisation_id}:{place_id}:{expires}')}"
+    return f"{place_id}.{expires}.{_sign(key, f'{organisation_id}:{place_id}:{expires}')}"
 
 
-def verify_qr_token(secret: str, organisation_id: int, place_id: int, token: str) -> None:
+def check_qr_token(key: bytes | None, organisation_id: int, place_id: int, token: str) -> None:
+    """Refuses (403) a token not signed with `key` for this place, whatever its shape; None: no key, none valid."""
     try:
-        token_place, expires, signature = token.split(".")
-        valid = int(token_place) == place_id and hmac.compare_digest(
-            signature, _sign(secret, f"{organisation_id}:{place_id}:{int(expires)}")
+        token_place, expires_text, signature = token.split(".")
+        expires = int(expires_text)
+        # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, i.e. a 500).
+        valid = (
+            key is not None
+            and int(token_place) == place_id
+            and hmac.compare_digest(signature.encode(), _sign(key, f"{organisation_id}:{place_id}:{expires}").encode())
         )
     except ValueError:
         valid = False
     if not valid:
-        raise Forbidden("the QR token is not valid for this place")
-    if int(expires) < time.time():
+        raise Forbidden("the QR token is not valid for this place (a code printed before a key rotation is not)")
+    if expires < time.time():
         raise Forbidden("the QR token has expired; print a new one from the admin UI")
+
+
+async def issue_qr_token(uow: UnitOfWork, *, secret: str, organisation_id: int, place_id: int, ttl_s: int) -> str:
+    """A token for the place's printed code, signed with the organisation's QR key (made on first need).
+    `secret` is the service's PLACECAST_SECRET_KEY, which opens the sealed key."""
+    key = await orgs.qr_key(
+        uow.session, sealer=orgs.qr_key_sealer(secret), organisation_id=organisation_id, create=True
+    )
+    assert key is not None
+    return sign_qr_token(key, organisation_id, place_id, ttl_s)
+
+
+async def verify_qr_token(uow: UnitOfWork, *, secret: str, organisation_id: int, place_id: int, token: str) -> None:
+    key = await orgs.qr_key(
+        uow.session, sealer=orgs.qr_key_sealer(secret), organisation_id=organisation_id, create=False
+    )
+    check_qr_token(key, organisation_id, place_id, token)
 
 
 async def _record(
@@ -96,7 +120,9 @@ async def check_in(
 ) -> RecordedEvent:
     place_name = await _place_name(uow, device.organisation_id, place_id)
     if qr_token is not None:
-        verify_qr_token(secret, device.organisation_id, place_id, qr_token)
+        await verify_qr_token(
+            uow, secret=secret, organisation_id=device.organisation_id, place_id=place_id, token=qr_token
+        )
     elif lat is None or lon is None:
         raise ValidationFailed("proof needed", [Problem("lat", "send a fix (lat, lon, accuracy_m) or a qr_token")])
     else:

@@ -1,17 +1,20 @@
-"""Organisations, their admin API keys and their own settings (the late-fix limit)."""
+"""Organisations, their admin API keys, their own settings (the late-fix limit) and their QR signing keys."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.audit import record_audit
 from services.errors import Conflict, Forbidden, NotFound, Problem, Unauthorized, ValidationFailed
 from services.models import ApiKey, Organisation, Role
+from services.sealing import Sealer, SealError
 
 ROLE_RANK = {Role.viewer: 0, Role.editor: 1, Role.owner: 2}
 
@@ -133,3 +136,96 @@ async def set_late_fix_after_s(
         details={"late_fix_after_s": {"from": before.late_fix_after_s, "to": late_fix_after_s}},
     )
     return OrganisationSettings(late_fix_after_s=late_fix_after_s)
+
+
+# ---- the organisation's QR signing key ----
+
+# Its own HKDF purpose: the sealing key of QR keys is not the one of webhook secrets.
+QR_KEY_PURPOSE = b"placecast organisation qr keys"
+QR_KEY_BYTES = 32
+ROTATION_WARNING = (
+    "every QR code printed for this organisation stops working at once; print and put up new codes after rotating"
+)
+
+
+def qr_key_sealer(secret_key: str) -> Sealer:
+    """Seals and opens organisations' QR keys under the service's PLACECAST_SECRET_KEY."""
+    return Sealer(secret_key, purpose=QR_KEY_PURPOSE)
+
+
+def _new_sealed_qr_key(sealer: Sealer) -> str:
+    return sealer.seal(base64.urlsafe_b64encode(secrets.token_bytes(QR_KEY_BYTES)).decode())
+
+
+def _open_qr_key(sealer: Sealer, stored: str) -> bytes:
+    if not Sealer.is_sealed(stored):
+        raise Conflict("the organisation's QR key is stored unsealed; an owner must rotate it")
+    try:
+        return base64.urlsafe_b64decode(sealer.open(stored))
+    except SealError as error:
+        raise Conflict(
+            "the organisation's QR key cannot be opened (PLACECAST_SECRET_KEY changed?); an owner must rotate it,"
+            " which invalidates its printed codes"
+        ) from error
+
+
+async def qr_key(session: AsyncSession, *, sealer: Sealer, organisation_id: int, create: bool) -> bytes | None:
+    """The organisation's QR signing key (32 random bytes). Made on first need when `create`; without, None while
+    the organisation has none (no token of it can be valid). Two first needs at once agree on one key: only the
+    first UPDATE finds the column empty, the second reads what it wrote."""
+    statement = select(Organisation.qr_key).where(Organisation.id == organisation_id)
+    row = (await session.execute(statement)).first()
+    if row is None:
+        raise NotFound(f"organisation {organisation_id} not found")
+    stored: str | None = row.qr_key
+    if stored is None:
+        if not create:
+            return None
+        await session.execute(
+            update(Organisation)
+            .where(Organisation.id == organisation_id, Organisation.qr_key.is_(None))
+            .values(qr_key=_new_sealed_qr_key(sealer))
+        )
+        stored = (await session.execute(statement)).scalar_one()
+    assert stored is not None
+    return _open_qr_key(sealer, stored)
+
+
+@dataclass(frozen=True, slots=True)
+class QrKeyState:
+    exists: bool  # False until the first code is printed
+    rotated_at: datetime | None  # codes printed before this no longer verify
+
+
+async def qr_key_state(session: AsyncSession, organisation_id: int) -> QrKeyState:
+    row = (
+        await session.execute(
+            select(Organisation.qr_key, Organisation.qr_key_rotated_at).where(Organisation.id == organisation_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"organisation {organisation_id} not found")
+    return QrKeyState(exists=row.qr_key is not None, rotated_at=row.qr_key_rotated_at)
+
+
+async def rotate_qr_key(session: AsyncSession, *, sealer: Sealer, organisation_id: int, actor: str) -> QrKeyState:
+    """A new random QR key: every code printed before stops verifying (see ROTATION_WARNING). Audited."""
+    found = await session.execute(
+        update(Organisation)
+        .where(Organisation.id == organisation_id)
+        .values(qr_key=_new_sealed_qr_key(sealer), qr_key_rotated_at=func.now())
+        .returning(Organisation.qr_key_rotated_at)
+    )
+    rotated_at = found.scalar_one_or_none()
+    if rotated_at is None:
+        raise NotFound(f"organisation {organisation_id} not found")
+    await record_audit(
+        session,
+        organisation_id=organisation_id,
+        actor=actor,
+        action="rotate",
+        entity="qr_key",
+        entity_id=organisation_id,
+        details={"printed_codes": "invalidated"},
+    )
+    return QrKeyState(exists=True, rotated_at=rotated_at)

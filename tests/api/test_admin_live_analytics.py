@@ -293,7 +293,7 @@ async def test_bad_analytics_ranges_are_422(client, world: World, query: str) ->
     assert answer.status_code == 422, answer.text
 
 
-async def test_qr_code_is_a_valid_check_in_for_that_place_only(client, world: World, org, settings) -> None:
+async def test_qr_code_is_a_valid_check_in_for_that_place_only(app, client, world: World, org, settings) -> None:
     answer = await client.get(f"/admin/v1/places/{world.place_id}/qr.svg", headers=world.admin)
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "image/svg+xml"
@@ -306,7 +306,14 @@ async def test_qr_code_is_a_valid_check_in_for_that_place_only(client, world: Wo
     assert (parts.scheme, parts.netloc) == ("placecast", "checkin")
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     assert query["place_id"] == str(world.place_id)
-    verify_qr_token(settings.secret_key.get_secret_value(), world.organisation_id, world.place_id, query["qr_token"])
+    async with unit_of_work(app.state.session_factory) as uow:
+        await verify_qr_token(
+            uow,
+            secret=settings.secret_key.get_secret_value(),
+            organisation_id=world.organisation_id,
+            place_id=world.place_id,
+            token=query["qr_token"],
+        )
     # The drawn modules are exactly the QR code of that URI.
     drawn = re.search(r'class="qrline"[^>]* d="([^"]+)"', svg)
     assert drawn is not None and drawn.group(1) in segno.make(uri, error="m").svg_inline(
