@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra.deps import SessionDep, UowDep, require_csrf
+from infra.proxy import client_host, is_https
 from services import accounts
 from services.errors import Unauthorized
 
@@ -46,7 +47,7 @@ def _set_cookie(response: Response, request: Request, token: str) -> None:
         token,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=is_https(request),
         path="/",
     )
 
@@ -55,11 +56,12 @@ def _set_cookie(response: Response, request: Request, token: str) -> None:
 async def log_in(body: LoginIn, request: Request, response: Response, uow: UowDep, current: SessionDep) -> Any:
     """Log in with email and password; sets the `placecast_session` cookie."""
     redis = request.app.state.redis
-    await accounts.count_login_attempt(redis, request.client.host if request.client else "?", body.email)
-    await accounts.check_account_not_locked(redis, body.email)
+    address = client_host(request)
+    await accounts.count_login_attempt(redis, address, body.email)
+    await accounts.check_not_locked(redis, address, body.email)
     user_id = await accounts.authenticate(uow.session, body.email, body.password)
     if user_id is None:
-        await accounts.record_login_failure(redis, body.email)
+        await accounts.record_login_failure(redis, address, body.email)
         raise Unauthorized("wrong email or password")
     if current is not None:  # a fresh token on every login: a planted cookie never becomes a logged-in one
         await accounts.end_session(redis, current.token)

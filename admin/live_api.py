@@ -18,6 +18,7 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from sqlalchemy import text
@@ -25,11 +26,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.deps import PrincipalDep
+from services.accounts import REVOCATIONS_CHANNEL, SESSION_COOKIE, load_session, principal_for_user
+from services.errors import Forbidden, Unauthorized, Unavailable
+from services.orgs import Principal, authenticate_api_key
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/admin/v1", tags=["admin: live"])
 
 KEEP_ALIVE_S = 15.0
+RECHECK_S = 1.0  # an open feed re-checks its principal this often: a lost revocation message still bites in time
 MAX_IDS = 1000
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _EVENT_NAME = re.compile(r"[a-z_]{1,32}")
@@ -97,11 +102,42 @@ async def subscribed(pubsub: PubSub, *channels: str) -> None:
                 confirmed += 1
 
 
+def _api_key(request: Request) -> str | None:
+    """The organisation API key the request authenticated with, read as infra.deps reads it."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.headers.get("x-api-key") or None
+
+
+async def still_authorised(
+    request: Request, factory: async_sessionmaker[AsyncSession], redis: Redis, principal: Principal
+) -> bool:
+    """Whether the credential that opened the stream would still get this principal: the API key not revoked, the
+    session not ended (logout, expiry), the user active, still a member, in the same role."""
+    key = _api_key(request)
+    try:
+        async with factory() as session:
+            if key:
+                now = await authenticate_api_key(session, key)
+            else:
+                token = request.cookies.get(SESSION_COOKIE)
+                current = await load_session(redis, token, slide=False) if token else None
+                if current is None:
+                    return False
+                now = await principal_for_user(session, current.user_id, principal.organisation_id)
+    except (Unauthorized, Forbidden):
+        return False
+    return (now.organisation_id, now.role) == (principal.organisation_id, principal.role)
+
+
 @router.get("/live", response_class=StreamingResponse)
 async def live(principal: PrincipalDep, request: Request) -> StreamingResponse:
     """Server-sent events: `activity` per enter/exit/dwell/check-in/check-out, `push` and `task` from the worker.
 
     The first comment `: connected` is sent once the subscription is live; `: keep-alive` every 15 s of quiet.
+    When what opened the stream stops opening it (logout, a revoked key, a removed user, a changed role), it ends
+    with `event: revoked` within a second or two: at once on the Redis message, else at the next re-check.
     """
     organisation_id = principal.organisation_id
     events_channel = f"placecast:events:{organisation_id}"
@@ -113,25 +149,31 @@ async def live(principal: PrincipalDep, request: Request) -> StreamingResponse:
         pubsub = redis.pubsub()
         loop = asyncio.get_running_loop()
         try:
-            await subscribed(pubsub, events_channel, live_channel)
+            await subscribed(pubsub, events_channel, live_channel, REVOCATIONS_CHANNEL)
             yield b"retry: 3000\n: connected\n\n"
-            last_sent = loop.time()
+            last_sent = last_check = loop.time()
             while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=KEEP_ALIVE_S)
-                if message is None:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=RECHECK_S)
+                channel = None if message is None else _text(message["channel"])
+                if channel == REVOCATIONS_CHANNEL or loop.time() - last_check >= RECHECK_S:
+                    if not await still_authorised(request, factory, redis, principal):
+                        yield b"event: revoked\ndata: {}\n\n"
+                        return
+                    last_check = loop.time()
+                if message is None or channel == REVOCATIONS_CHANNEL:
                     if loop.time() - last_sent >= KEEP_ALIVE_S:
                         yield b": keep-alive\n\n"
                         last_sent = loop.time()
                     continue
                 payload = _text(message["data"])
-                if _text(message["channel"]) == events_channel:
+                if channel == events_channel:
                     chunks = await _activity(factory, organisation_id, _event_ids(payload))
                 else:
                     chunks = [c for c in [_forward(payload)] if c is not None]
                 for chunk in chunks:
                     yield chunk
                     last_sent = loop.time()
-        except (RedisError, SQLAlchemyError, OSError, TimeoutError) as error:
+        except (RedisError, SQLAlchemyError, OSError, TimeoutError, Unavailable) as error:
             # End the stream cleanly; the client reconnects (EventSource after `retry`) and subscribes afresh.
             log.warning("live_feed_lost_backend", error=repr(error)[:200])
         finally:

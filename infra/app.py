@@ -20,7 +20,6 @@ from infra.http import BodyLimitMiddleware, ORJSONResponse, install_error_handle
 from infra.logging import configure_logging
 from infra.settings import Settings, get_settings
 from notifications.queue import enqueue_events
-from services.devices import CredentialCache
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -74,7 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         builder.start()
         app.state.indexes = IndexRegistry(redis, load_fences, load_versions, rebuild=builder.build)
         app.state.indexes.start()
-        app.state.credentials = CredentialCache()
         try:
             yield
         finally:

@@ -591,6 +591,7 @@ def up(
             "--workers",
             str(workers),
             "--no-access-log",
+            "--no-proxy-headers",  # X-Forwarded-For is read by infra/proxy.py, from trusted proxies only
         ],
     )
     push_env, push_note = _push_setup(settings)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from geofences.domain import GeometryLimits
@@ -126,6 +126,15 @@ class Settings(BaseSettings):
     device_requests_per_window: int = 600
     rate_window_s: int = 60
     fix_batch_max: int = 1000
+    # Enrolling devices (POST /v1/devices, OwnTracks' first post with the enrolment key), per window: from one
+    # client address, and with one enrolment key (the key ships inside the app, so it is public).
+    enrolment_window_s: int = Field(default=60, ge=1)
+    enrolments_per_address: int = Field(default=10, ge=1)
+    enrolments_per_key: int = Field(default=300, ge=1)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto are believed; JSON in the
+    # environment, e.g. PLACECAST_TRUSTED_PROXIES='["10.0.0.2", "172.16.0.0/12"]'. None by default: the peer of
+    # the socket is the client (login throttling and enrolment limits count per client address).
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     fix_retention_days: int = Field(default=7, ge=1)
 
     # Geofence engine: the transition model's parameters (see geofences/transitions.py, which documents each;

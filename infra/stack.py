@@ -331,6 +331,7 @@ def start_api(env: dict[str, str], port: int, *, workers: int = 1, timeout_s: fl
 
     args = [sys.executable, "-m", "uvicorn", "--factory", "infra.app:create_app", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
+    args += ["--no-proxy-headers"]  # as `placecast up`: infra/proxy.py reads X-Forwarded-For
     # Its output goes to a file, not a pipe: a full pipe would stall a long-running server.
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(args, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT)

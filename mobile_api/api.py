@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,7 +13,7 @@ from geofences.transitions import TransitionConfig
 from infra.deps import UowDep
 from infra.http import ORJSONResponse
 from infra.settings import Settings
-from mobile_api.deps import DeviceDep
+from mobile_api.deps import DeviceChangeDep, DeviceDep, EnrolmentDep, announce_revocation
 from mobile_api.schemas import (
     DeviceIn,
     FixAccepted,
@@ -26,8 +26,6 @@ from mobile_api.schemas import (
 )
 from services import checkins, devices
 from services.devices import DeviceAuth
-from services.errors import Unauthorized
-from services.orgs import authenticate_api_key
 from services.tracking import FixOutcome, FixRecord, record_fixes
 from services.uow import UnitOfWork
 
@@ -88,17 +86,9 @@ class Registered(BaseModel):
 
 
 @router.post("/devices", status_code=status.HTTP_201_CREATED, response_model=Registered)
-async def register_device(
-    body: DeviceIn,
-    uow: UowDep,
-    enrolment_key: Annotated[
-        str | None, Header(alias="X-Enrolment-Key", description="The organisation's app key")
-    ] = None,
-) -> Registered:
-    """Register a device with the organisation's enrolment key (shipped inside its app)."""
-    if not enrolment_key:
-        raise Unauthorized("send the organisation's enrolment key as 'X-Enrolment-Key'")
-    organisation = await authenticate_api_key(uow.session, enrolment_key, purpose="enrolment")
+async def register_device(body: DeviceIn, uow: UowDep, organisation: EnrolmentDep) -> Registered:
+    """Register a new device with the organisation's enrolment key (shipped inside its app); limited per client
+    address and per key (429 + Retry-After)."""
     device_id, credential = await devices.register_device(
         uow.session, organisation_id=organisation.organisation_id, fields=body.model_dump()
     )
@@ -117,10 +107,10 @@ class Credential(BaseModel):
 
 
 @router.post("/devices/me/credential", response_model=Credential)
-async def rotate_credential(device: DeviceDep, uow: UowDep, request: Request) -> Credential:
-    """Issue a new credential; the old one stops working at once."""
+async def rotate_credential(device: DeviceChangeDep, uow: UowDep, request: Request) -> Credential:
+    """Issue a new credential; the old one stops working at once, its open streams close."""
     credential = await devices.rotate_credential(uow.session, device.device_id)
-    request.app.state.credentials.forget_device(device.device_id)
+    announce_revocation(request, uow, device.device_id)
     return Credential(credential=credential)
 
 
@@ -154,10 +144,10 @@ async def export_device(device: DeviceDep, uow: UowDep) -> dict[str, Any]:
 
 
 @router.delete("/devices/me", status_code=status.HTTP_204_NO_CONTENT)
-async def erase_device(device: DeviceDep, uow: UowDep, request: Request) -> Response:
+async def erase_device(device: DeviceChangeDep, uow: UowDep, request: Request) -> Response:
     """Erase the device and all its data (fixes, events, visits, inbox)."""
     await devices.erase_device(uow.session, device.device_id)
-    request.app.state.credentials.forget_device(device.device_id)
+    announce_revocation(request, uow, device.device_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -1,18 +1,25 @@
-"""Device authentication and limits for the mobile API."""
+"""Device authentication, enrolment and limits for the mobile API."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from infra.deps import UowDep
+from infra.proxy import client_host
+from infra.settings import Settings
+from notifications.tasks import INBOX_CHANNEL
 from services.devices import DeviceAuth, authenticate_device
 from services.errors import Unauthorized
+from services.orgs import Principal, authenticate_api_key
 from services.ratelimit import check_rate
+from services.uow import UnitOfWork
 
 _bearer = HTTPBearer(auto_error=False, description="Device credential from registration")
+REVOKED = "revoked"  # on the device's inbox channel: its open streams re-check their credential at once
 
 
 async def rate_limit(request: Request, device: DeviceAuth) -> None:
@@ -25,14 +32,86 @@ async def rate_limit(request: Request, device: DeviceAuth) -> None:
     )
 
 
-async def _device(
-    request: Request, uow: UowDep, bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> DeviceAuth:
+def _credential(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
     if bearer is None:
         raise Unauthorized("send the device credential as 'Authorization: Bearer <credential>'")
-    device = await authenticate_device(uow.session, bearer.credentials, request.app.state.credentials)
+    return bearer.credentials
+
+
+# The raw device credential of the request (streams keep it to re-check that it still opens the device).
+CredentialDep = Annotated[str, Depends(_credential)]
+
+
+async def _device(request: Request, uow: UowDep, credential: CredentialDep) -> DeviceAuth:
+    device = await authenticate_device(uow.session, credential)
+    await rate_limit(request, device)
+    return device
+
+
+async def _device_for_change(request: Request, uow: UowDep, credential: CredentialDep) -> DeviceAuth:
+    device = await authenticate_device(uow.session, credential, for_change=True)
     await rate_limit(request, device)
     return device
 
 
 DeviceDep = Annotated[DeviceAuth, Depends(_device)]
+# For rotating the credential and erasing: the device's row locked for update from the start.
+DeviceChangeDep = Annotated[DeviceAuth, Depends(_device_for_change)]
+
+
+def announce_revocation(request: Request, uow: UnitOfWork, device_id: int) -> None:
+    """After commit, the device's open inbox streams (on any API process) re-check their credential now; if this
+    message is lost they still do within a second (see inbox_api)."""
+    redis = request.app.state.redis
+
+    async def publish() -> None:
+        await redis.publish(INBOX_CHANNEL.format(device_id), REVOKED)
+
+    uow.after_commit(publish)
+
+
+async def limit_enrolment_by_address(request: Request) -> None:
+    """Counted before the key is checked, so guessing enrolment keys is limited too."""
+    settings: Settings = request.app.state.settings
+    await check_rate(
+        request.app.state.redis,
+        f"enrol-address:{client_host(request)}",
+        settings.enrolments_per_address,
+        settings.enrolment_window_s,
+        subject="enrolments from this address",
+    )
+
+
+async def limit_enrolment_by_key(request: Request, key: str) -> None:
+    settings: Settings = request.app.state.settings
+    await check_rate(
+        request.app.state.redis,
+        "enrol-key:" + hashlib.sha256(key.encode()).hexdigest()[:32],
+        settings.enrolments_per_key,
+        settings.enrolment_window_s,
+        subject="enrolments with this enrolment key",
+    )
+
+
+async def authenticate_enrolment(request: Request, uow: UnitOfWork, key: str) -> Principal:
+    """The organisation whose enrolment key this is, within the enrolment limits (429 + Retry-After)."""
+    await limit_enrolment_by_address(request)
+    organisation = await authenticate_api_key(uow.session, key, purpose="enrolment")
+    await limit_enrolment_by_key(request, key)
+    return organisation
+
+
+async def _enrolment(
+    request: Request,
+    uow: UowDep,
+    enrolment_key: Annotated[
+        str | None, Header(alias="X-Enrolment-Key", description="The organisation's app key")
+    ] = None,
+) -> Principal:
+    if not enrolment_key:
+        raise Unauthorized("send the organisation's enrolment key as 'X-Enrolment-Key'")
+    return await authenticate_enrolment(request, uow, enrolment_key)
+
+
+# The organisation enrolling a new device with its app key (POST /v1/devices).
+EnrolmentDep = Annotated[Principal, Depends(_enrolment)]

@@ -15,12 +15,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.deps import UowDep
-from mobile_api.deps import DeviceDep
+from mobile_api.deps import REVOKED, CredentialDep, DeviceDep
 from notifications.tasks import INBOX_CHANNEL, LIVE_CHANNEL
-from services import staff_tasks
+from services import devices, staff_tasks
 from services.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["mobile: inbox and tasks"])
+
+MAX_ID = 2**63 - 1  # ids are bigint: a larger cursor is a 422, not a DataError mid-stream
+RECHECK_S = 1.0  # an open stream re-checks its credential this often, so a lost revocation message still bites
+KEEP_ALIVE_S = 15.0
 
 INBOX_SQL = (
     "SELECT id, title, body, data, place_id, content_id, task_id, created_at, opened_at FROM notifications"
@@ -44,7 +48,7 @@ async def _inbox(
 async def inbox(
     device: DeviceDep,
     uow: UowDep,
-    cursor: Annotated[int | None, Query(ge=1, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=MAX_ID, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """This device's notifications, newest first."""
@@ -72,10 +76,16 @@ async def mark_opened(notification_id: int, device: DeviceDep, uow: UowDep) -> d
 @router.get("/inbox/stream", response_class=StreamingResponse)
 async def inbox_stream(
     device: DeviceDep,
+    credential: CredentialDep,
     request: Request,
-    after: Annotated[int, Query(ge=0, description="last notification id the app has")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="last notification id the app has")] = 0,
 ) -> StreamingResponse:
-    """Server-sent events: each new notification as an `notification` event while the app is open."""
+    """Server-sent events: each new notification as a `notification` event while the app is open.
+
+    Closes (after an `event: revoked`) within a second or two once the credential is rotated or the device erased,
+    on whichever API process that happened: a Redis message makes it immediate, a re-check every second makes it
+    certain.
+    """
     factory = request.app.state.session_factory
     redis = request.app.state.redis
 
@@ -83,17 +93,25 @@ async def inbox_stream(
         last = after
         pubsub = redis.pubsub()
         await pubsub.subscribe(INBOX_CHANNEL.format(device.device_id))
+        loop = asyncio.get_running_loop()
         try:
             yield b": connected\n\n"
+            read_inbox, quiet_since = True, loop.time()
             while not await request.is_disconnected():
                 async with factory() as session:
-                    fresh = await _inbox(session, device.device_id, after=last, limit=100)
+                    if not await devices.credential_valid(session, device.device_id, credential):
+                        yield b"event: revoked\ndata: {}\n\n"
+                        return
+                    fresh = await _inbox(session, device.device_id, after=last, limit=100) if read_inbox else []
                 for item in reversed(fresh):
                     last = max(last, item["id"])
                     yield b"event: notification\nid: %d\ndata: %s\n\n" % (item["id"], orjson.dumps(item))
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=15.0)
-                if message is None:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=RECHECK_S)
+                # A message wakes the read; without one the inbox is re-read every KEEP_ALIVE_S anyway.
+                read_inbox = message is not None and message["data"] not in (REVOKED, REVOKED.encode())
+                if message is None and loop.time() - quiet_since >= KEEP_ALIVE_S:
                     yield b": keep-alive\n\n"
+                    read_inbox, quiet_since = True, loop.time()
                 await asyncio.sleep(0)
         finally:
             await pubsub.aclose()

@@ -24,10 +24,12 @@ from services.models import Membership, Role, User
 from services.orgs import Principal
 
 SESSION_COOKIE = "placecast_session"
+REVOCATIONS_CHANNEL = "placecast:revocations"  # "a session ended or access changed": admin streams re-check
 SESSION_IDLE_S = 12 * 3600  # sliding: every authenticated request pushes it back
 SESSION_MAX_S = 7 * 86400  # absolute: a stolen cookie kept busy still dies
 LOGIN_ATTEMPTS = 10  # per address and account
 ACCOUNT_FAILURES = 30  # per account from any addresses: guessing spread over many addresses stops here too
+ADDRESS_FAILURES = 20  # per address over all accounts: one address trying password after password on many accounts
 LOGIN_WINDOW_S = 15 * 60
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 takes any length; this only bounds the work one request can ask for
@@ -149,23 +151,37 @@ def _account_key(email: str) -> str:
     return "placecast:login-failures:" + hashlib.sha256(normalise_email(email).encode()).hexdigest()
 
 
-async def check_account_not_locked(redis: Redis, email: str) -> None:
+def _address_key(ip: str) -> str:
+    return "placecast:login-failures-from:" + hashlib.sha256(ip.encode()).hexdigest()
+
+
+async def check_not_locked(redis: Redis, ip: str, email: str) -> None:
     """An account with ACCOUNT_FAILURES failed logins in the window takes none, from any address, until the window
-    ends: the price of stopping distributed guessing is that someone can lock an account out for 15 minutes."""
+    ends: the price of stopping distributed guessing is that someone can lock an account out for 15 minutes. An
+    address with ADDRESS_FAILURES failed logins over all accounts is refused likewise (a single address trying one
+    password on each of many accounts is never stopped by the per-account counts)."""
     try:
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.get(_account_key(email))
-            pipe.ttl(_account_key(email))
-            failures, ttl = await pipe.execute()
+            for key in (_account_key(email), _address_key(ip)):
+                pipe.get(key)
+                pipe.ttl(key)
+            account_failures, account_ttl, address_failures, address_ttl = await pipe.execute()
     except RedisError as error:
         raise Unavailable("the session store (Redis) is unavailable; retry shortly") from error
-    if int(failures or 0) >= ACCOUNT_FAILURES:
-        raise RateLimited("too many failed logins for this account; wait and try again", retry_after_s=max(ttl, 1))
+    if int(address_failures or 0) >= ADDRESS_FAILURES:
+        wait = max(int(address_ttl), 1)
+        raise RateLimited("too many failed logins from this address; wait and try again", retry_after_s=wait)
+    if int(account_failures or 0) >= ACCOUNT_FAILURES:
+        wait = max(int(account_ttl), 1)
+        raise RateLimited("too many failed logins for this account; wait and try again", retry_after_s=wait)
 
 
-async def record_login_failure(redis: Redis, email: str) -> None:
+async def record_login_failure(redis: Redis, ip: str, email: str) -> None:
     try:
-        await redis.eval(_COUNT_ATTEMPT, 1, _account_key(email), str(LOGIN_WINDOW_S))  # type: ignore[misc]
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in (_account_key(email), _address_key(ip)):
+                pipe.eval(_COUNT_ATTEMPT, 1, key, str(LOGIN_WINDOW_S))
+            await pipe.execute()
     except RedisError as error:
         raise Unavailable("the session store (Redis) is unavailable; retry shortly") from error
 
@@ -188,15 +204,18 @@ async def start_session(redis: Redis, user_id: int) -> AdminSession:
     return AdminSession(token, user_id, csrf)
 
 
-async def load_session(redis: Redis, token: str) -> AdminSession | None:
+async def load_session(redis: Redis, token: str, *, slide: bool = True) -> AdminSession | None:
+    """The live session behind this token, or None. `slide` pushes its idle expiry back (a request); an open
+    stream re-checking its session does not, so an idle tab left streaming still logs out."""
     if not token or len(token) > 200:
         return None
     key = _session_key(token)
     try:
         async with redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(key)
-            pipe.expire(key, SESSION_IDLE_S)
-            raw, _ = await pipe.execute()
+            if slide:
+                pipe.expire(key, SESSION_IDLE_S)
+            raw = (await pipe.execute())[0]
     except RedisError as error:
         raise Unavailable("the session store (Redis) is unavailable; retry shortly") from error
     data = {_text(k): _text(v) for k, v in raw.items()}
@@ -209,8 +228,13 @@ async def load_session(redis: Redis, token: str) -> AdminSession | None:
 
 
 async def end_session(redis: Redis, token: str) -> None:
+    """Deleted, and announced: open live streams of any API process re-check their session at once (and within a
+    second without the message)."""
     try:
-        await redis.delete(_session_key(token))
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.delete(_session_key(token))
+            pipe.publish(REVOCATIONS_CHANNEL, "session")
+            await pipe.execute()
     except RedisError as error:
         raise Unavailable("the session store (Redis) is unavailable; retry shortly") from error
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from geofences.models import DeviceState, Event, Fix, Visit
@@ -29,75 +29,53 @@ def new_credential() -> str:
     return "pcd_" + secrets.token_urlsafe(32)
 
 
-class CredentialCache:
-    """Fix ingest authenticates every request: remember credential → device briefly.
-
-    A revoked or rotated credential is dropped here at once in this process; other replicas stop
-    accepting it within `ttl_s`.
-    """
-
-    def __init__(self, ttl_s: float = 5.0, max_size: int = 100_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_size = max_size
-        self._entries: dict[str, tuple[float, DeviceAuth]] = {}
-
-    def get(self, credential_hash: str) -> DeviceAuth | None:
-        entry = self._entries.get(credential_hash)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def put(self, credential_hash: str, auth: DeviceAuth) -> None:
-        if len(self._entries) >= self.max_size:
-            self._entries.clear()
-        self._entries[credential_hash] = (time.monotonic() + self.ttl_s, auth)
-
-    def forget_device(self, device_id: int) -> None:
-        for key in [k for k, (_, auth) in self._entries.items() if auth.device_id == device_id]:
-            del self._entries[key]
-
-
 async def register_device(session: AsyncSession, *, organisation_id: int, fields: dict[str, Any]) -> tuple[int, str]:
-    """Returns the device id and its credential, which is shown once and stored hashed."""
+    """Returns the device id and its credential, which is shown once and stored hashed. Only ever a new device:
+    an `external_id` already registered in the organisation is a Conflict (also when two enrol it at once)."""
     credential = new_credential()
-    if fields.get("external_id"):
-        taken = await session.execute(
-            select(Device.id).where(
-                Device.organisation_id == organisation_id, Device.external_id == fields["external_id"]
-            )
-        )
-        if taken.first():
-            raise Conflict(f"a device with external_id {fields['external_id']!r} is already registered")
     device_id = (
         await session.execute(
             insert(Device)
             .values(organisation_id=organisation_id, credential_hash=hash_secret(credential), **fields)
+            .on_conflict_do_nothing(index_elements=[Device.organisation_id, Device.external_id])
             .returning(Device.id)
         )
-    ).scalar_one()
+    ).scalar_one_or_none()
+    if device_id is None:
+        raise Conflict(f"a device with external_id {fields['external_id']!r} is already registered")
     await session.execute(insert(DeviceState).values(device_id=device_id, state={}))
     return int(device_id), credential
 
 
-async def authenticate_device(
-    session: AsyncSession, credential: str, cache: CredentialCache | None = None
-) -> DeviceAuth:
-    credential_hash = hash_secret(credential)
-    if cache is not None and (hit := cache.get(credential_hash)) is not None:
-        return hit
+async def authenticate_device(session: AsyncSession, credential: str, *, for_change: bool = False) -> DeviceAuth:
+    """The device whose credential this is, looked up in PostgreSQL on every request (no cache: a rotated or
+    erased credential fails on every API process the moment the change commits).
+
+    The device's row stays locked until the request's transaction ends: `FOR KEY SHARE` (requests of one device
+    still run side by side) conflicts with rotating the credential and with erasing, so those wait for requests
+    already authenticated, and a request arriving meanwhile re-reads the row once they commit and is refused.
+    `for_change` (rotate, erase) takes `FOR UPDATE` at once: two such requests then queue instead of deadlocking
+    on upgrading their shared locks.
+    """
+    statement = select(Device.id, Device.organisation_id, Device.role).where(
+        Device.credential_hash == hash_secret(credential), Device.revoked_at.is_(None)
+    )
     row = (
-        await session.execute(
-            select(Device.id, Device.organisation_id, Device.role).where(
-                Device.credential_hash == credential_hash, Device.revoked_at.is_(None)
-            )
-        )
+        await session.execute(statement.with_for_update() if for_change else statement.with_for_update(key_share=True))
     ).first()
     if row is None:
         raise Unauthorized("unknown or revoked device credential")
-    auth = DeviceAuth(device_id=row.id, organisation_id=row.organisation_id, role=str(row.role))
-    if cache is not None:
-        cache.put(credential_hash, auth)
-    return auth
+    return DeviceAuth(device_id=row.id, organisation_id=row.organisation_id, role=str(row.role))
+
+
+async def credential_valid(session: AsyncSession, device_id: int, credential: str) -> bool:
+    """Whether this credential still opens this device (open streams re-check it; no lock)."""
+    found = await session.execute(
+        select(Device.id).where(
+            Device.id == device_id, Device.credential_hash == hash_secret(credential), Device.revoked_at.is_(None)
+        )
+    )
+    return found.first() is not None
 
 
 async def device_by_external_id(session: AsyncSession, organisation_id: int, external_id: str) -> DeviceAuth | None:
@@ -148,7 +126,9 @@ def _row(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
 
 async def export_device(session: AsyncSession, device_id: int, include_history: bool = True) -> dict[str, Any]:
     """Everything stored about one device, as the person behind it may ask to see it."""
-    device = (await session.execute(select(Device).where(Device.id == device_id))).scalar_one()
+    device = (await session.execute(select(Device).where(Device.id == device_id))).scalar_one_or_none()
+    if device is None:  # erased by a request that committed after this one authenticated
+        raise Unauthorized("this device was erased")
     if not include_history:
         return {"device": _row(device, skip=("credential_hash",))}
     fixes = (await session.execute(select(Fix).where(Fix.device_id == device_id).order_by(Fix.device_ts))).scalars()
@@ -168,6 +148,11 @@ async def export_device(session: AsyncSession, device_id: int, include_history: 
 
 
 async def erase_device(session: AsyncSession, device_id: int) -> None:
-    """Forget the device: fixes (not foreign-keyed, partitioned) explicitly, the rest by cascade."""
+    """Forget the device: fixes (not foreign-keyed, partitioned) explicitly, the rest by cascade.
+
+    The device's row is locked first (the caller's authentication normally holds it already), so no request of
+    this device is between authenticating and committing while its fixes are deleted: none can leave fixes behind.
+    """
+    await session.execute(select(Device.id).where(Device.id == device_id).with_for_update())
     await session.execute(delete(Fix).where(Fix.device_id == device_id))
     await session.execute(delete(Device).where(Device.id == device_id))

@@ -16,10 +16,12 @@ return count
 """
 
 
-async def check_rate(redis: Redis, key: str, limit: int, window_s: int) -> None:
+async def check_rate(
+    redis: Redis, key: str, limit: int, window_s: int, *, subject: str = "requests from this device"
+) -> None:
     now = time.time()
     counter = f"placecast:rate:{key}:{int(now) // window_s}"
     count = await redis.eval(_COUNT, 1, counter, str(window_s * 2))  # type: ignore[misc]
     if int(count) > limit:
         retry_after = window_s - int(now) % window_s
-        raise RateLimited(f"more than {limit} requests in {window_s} s from this device", retry_after_s=retry_after)
+        raise RateLimited(f"more than {limit} {subject} in {window_s} s", retry_after_s=retry_after)

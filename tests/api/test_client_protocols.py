@@ -59,9 +59,19 @@ async def test_owntracks_enrols_by_user_and_device_with_the_enrolment_key(client
     key = world.enrolment["X-Enrolment-Key"]
     headers = {**basic("ville", key), "X-Limit-U": "ville", "X-Limit-D": "pixel"}
     now = int(time.time()) - 120
-    for offset in (0, 30):
-        answer = await client.post("/v1/owntracks", json=owntracks_location(*INSIDE, now + offset), headers=headers)
-        assert answer.status_code == 200 and answer.json() == []
+    answer = await client.post("/v1/owntracks", json=owntracks_location(*INSIDE, now), headers=headers)
+    assert answer.status_code == 200
+    # The new credential, as a remote-configuration command the app applies, and as a header.
+    [command] = answer.json()
+    assert command["_type"] == "cmd" and command["action"] == "setConfiguration"
+    credential = command["configuration"]["password"]
+    assert credential == answer.headers["X-Device-Credential"] and credential.startswith("pcd_")
+    # The enrolment key never posts as a device that exists: the app must use its own credential from now on.
+    again = await client.post("/v1/owntracks", json=owntracks_location(*INSIDE, now + 30), headers=headers)
+    assert again.status_code == 401 and "own device credential" in again.json()["message"]
+    headers = {**basic("ville", credential), "X-Limit-U": "ville", "X-Limit-D": "pixel"}
+    answer = await client.post("/v1/owntracks", json=owntracks_location(*INSIDE, now + 30), headers=headers)
+    assert answer.status_code == 200 and answer.json() == []
     async with app.state.session_factory() as session:
         ids = (
             (
@@ -73,7 +83,7 @@ async def test_owntracks_enrols_by_user_and_device_with_the_enrolment_key(client
             .scalars()
             .all()
         )
-    assert len(ids) == 1  # enrolled once, then found again
+    assert len(ids) == 1  # enrolled once
     assert await events_of(app, ids[0]) == ["enter"]
 
 
