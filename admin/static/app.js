@@ -4,7 +4,7 @@ import { ApiError, del, get, onUnauthorized, post, setSession } from "./api.js";
 import { $, $$, messageFor, toast } from "./dom.js";
 import { canEdit, emit, loadPlaces, on, refreshPlaceSelects, role, store } from "./store.js";
 import { getMap, initMap, select } from "./map.js";
-import { initPlaces, showPlacesTab } from "./places.js";
+import { initPlaces, showPlacesTab, showQrTab } from "./places.js";
 import { contentFor, initContent, showContentTab } from "./content.js";
 import { initTasks, refreshBoard } from "./tasks.js";
 import { initWebhooks, refreshWebhooks } from "./webhooks.js";
@@ -25,7 +25,7 @@ const onShow = {
   content: showContentTab,
   tasks: refreshBoard,
   webhooks: refreshWebhooks,
-  qr: () => {},
+  qr: showQrTab,
   io: () => {},
   live: showLiveTab,
   analytics: () => refreshAnalytics(),

@@ -3,6 +3,7 @@
 import { ApiError, get } from "./api.js";
 import { $, h, messageFor, toast } from "./dom.js";
 import { canEdit, on, store } from "./store.js";
+import { initQrKey, showQrKey } from "./qr-key.js";
 
 let nextCursor = null;
 let lastQuery = {};
@@ -80,8 +81,13 @@ function renderQr() {
   sheet.hidden = false;
 }
 
+export function showQrTab() {
+  showQrKey();
+}
+
 export function initPlaces({ onShow }) {
   showOnMap = onShow;
+  initQrKey({ onRotated: renderQr }); // the code on screen was signed with the old key
   $("#places-search").addEventListener("submit", search);
   $("#places-more").addEventListener("click", () => search(null, { more: true }));
   $("#qr-place").addEventListener("change", renderQr);
