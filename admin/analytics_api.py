@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from infra.deps import PrincipalDep, UowDep
+from infra.http import IsoDate
 from services.errors import Problem, ValidationFailed
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: analytics"])
@@ -144,9 +145,9 @@ async def analytics(
     principal: PrincipalDep,
     uow: UowDep,
     from_: Annotated[
-        date | None, Query(alias="from", description="YYYY-MM-DD, inclusive; default 29 days before to")
+        IsoDate | None, Query(alias="from", description="YYYY-MM-DD, inclusive; default 29 days before to")
     ] = None,
-    to: Annotated[date | None, Query(description="YYYY-MM-DD, inclusive; default today")] = None,
+    to: Annotated[IsoDate | None, Query(description="YYYY-MM-DD, inclusive; default today")] = None,
     tz: Annotated[str, Query(max_length=64, description="IANA zone the days are counted in")] = "UTC",
     include_late: Annotated[
         bool,

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from geofences.activity import EVENT_COLUMNS, VISIT_COLUMNS, EventFilter, VisitFilter
 from infra.deps import PrincipalDep, SettingsDep, UowDep
+from infra.http import IsoDateTime
 from infra.settings import Settings
 from services import activity
 from services.errors import Problem, ValidationFailed
@@ -39,8 +40,8 @@ Limit = Annotated[
     int | None,
     Query(ge=1, description=f"rows per page, at most page_size_max; default {DEFAULT_LIMIT} (CSV: all rows)"),
 ]
-From = Annotated[datetime | None, Query(alias="from", description="ISO 8601 with a time zone; inclusive")]
-To = Annotated[datetime | None, Query(description="ISO 8601 with a time zone; exclusive")]
+From = Annotated[IsoDateTime | None, Query(alias="from", description="ISO 8601 with a time zone; inclusive")]
+To = Annotated[IsoDateTime | None, Query(description="ISO 8601 with a time zone; exclusive")]
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {}}, "description": "JSON page, or CSV with `Accept: text/csv`"}
 }

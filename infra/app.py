@@ -16,10 +16,26 @@ from geofences.builder import ProcessIndexBuilder
 from geofences.registry import FenceRows, IndexRegistry, publish_fence_change
 from geofences.repository import PlaceRepository, fence_versions
 from infra.db import make_engine, make_session_factory
-from infra.http import BodyLimitMiddleware, ORJSONResponse, install_error_handlers
+from infra.http import BodyLimitMiddleware, ORJSONResponse, document_errors, install_error_handlers
 from infra.logging import configure_logging
 from infra.settings import Settings, get_settings
 from notifications.queue import enqueue_events
+
+# Error answers beyond what an operation's shape tells (422 with parameters or a body, 413 with a body, 401 with
+# credentials, 404 with a path id, 503 everywhere): a regular expression over "METHOD /path" -> statuses.
+ERROR_ANSWERS = {
+    r"^\w+ /admin/v1/": {401, 403},  # the principal: role, organisation, CSRF token, membership
+    r"^POST /admin/v1/session$": {429},  # failed logins per address and account
+    r"^POST /admin/v1/(content|tasks)$": {404},  # the place named in the body
+    r"^POST /admin/v1/webhook-deliveries/\{delivery_id\}/retry$": {409},  # only dead deliveries
+    r"^\w+ /v1/": {401, 429},  # the device credential (or enrolment key), limited per device
+    r"^POST /v1/devices$": {409},  # an external_id registered already
+    r"^POST /v1/(fixes|fixes/batch|checkins|checkouts|owntracks)$|^\w+ /v1/osmand$": {404},  # an erased device
+    r"^POST /v1/checkins$": {403},  # no proof of presence
+    r"^(GET|POST) /v1/tasks": {403},  # staff devices only
+    r"^POST /v1/tasks/\{task_id\}/(acknowledge|complete)$": {409},  # not in a state that allows it
+    r"^(POST /v1/owntracks|\w+ /v1/osmand)$": {400},  # a message the client protocol cannot turn into a fix
+}
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -91,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # Logging in and out need no credentials (logging out without a session only clears the cookie).
+    document_errors(app, ERROR_ANSWERS, optional_auth=("POST /admin/v1/session", "DELETE /admin/v1/session"))
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

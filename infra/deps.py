@@ -56,6 +56,10 @@ def require_csrf(request: Request, session: AdminSession) -> None:
         raise Forbidden("CSRF token missing or wrong")
 
 
+# A positive id (below 2**63), or empty for none: the OpenAPI document says so, and clients generated from it.
+ORGANISATION_ID = r"^([1-9][0-9]{0,17})?$"
+
+
 def _organisation_id(value: str | None, field: str) -> int | None:
     if value is None or value == "":
         return None
@@ -72,10 +76,15 @@ async def _principal(
     cookie: Annotated[str | None, Depends(_cookie)],
     session: SessionDep,
     x_organisation: Annotated[
-        str | None, Header(alias="X-Organisation", description="Organisation id for a browser session")
+        str | None,
+        Header(alias="X-Organisation", pattern=ORGANISATION_ID, description="Organisation id for a browser session"),
     ] = None,
     organisation: Annotated[
-        str | None, Query(description="Organisation id for a browser session where headers cannot be set (SSE)")
+        str | None,
+        Query(
+            pattern=ORGANISATION_ID,
+            description="Organisation id for a browser session where headers cannot be set (SSE)",
+        ),
     ] = None,
 ) -> Principal:
     if x_organisation is not None:

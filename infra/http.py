@@ -1,8 +1,12 @@
-"""HTTP plumbing shared by every API: one error format, body limits, request ids."""
+"""HTTP plumbing shared by every API: one error format (and its place in the OpenAPI document), body limits."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+import warnings
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Annotated, Any
 
 import asyncpg
 import orjson
@@ -10,11 +14,13 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, BeforeValidator, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geofences.validation import GeometryValidationError
@@ -26,6 +32,145 @@ log = structlog.get_logger(__name__)
 class ORJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _not_a_number(value: object) -> object:
+    """pydantic reads a number as epoch seconds: `to=0` would be 1970, hiding a client's bug."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("expected an ISO 8601 date or time such as 2025-06-15T13:45:00Z, not a number")
+    return value
+
+
+# Query parameters that are dates or times: ISO 8601 only.
+IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]
+IsoDate = Annotated[date, BeforeValidator(_not_a_number)]
+
+
+class ErrorProblem(BaseModel):
+    """One thing wrong with the request."""
+
+    field: str = Field(description="Where: a dotted path into the body (`fixes[2].lat`), a parameter or header name")
+    reason: str = Field(description="Why, for people")
+    code: str = Field(description="Why, for programs: e.g. `missing`, `greater_than_equal`, `bool_type`, `protocol`")
+    point: list[float] | None = Field(
+        default=None, min_length=2, max_length=2, description="[lon, lat] of the offending vertex (geometry only)"
+    )
+
+
+class Error(BaseModel):
+    """Every error answer of every route, 422 included: a machine code, a message, and per-field problems."""
+
+    error: str = Field(
+        description="Machine code: validation_failed, bad_request, unauthorized, forbidden, not_found, conflict, "
+        "too_large, rate_limited, unavailable, http_error, ..."
+    )
+    message: str = Field(description="What went wrong, for people")
+    detail: list[ErrorProblem] = Field(default_factory=list, description="Per-field problems; absent when none")
+
+
+ERROR_ANSWERS = {
+    400: "The request cannot be understood (a body that cannot be parsed, a client protocol's message)",
+    401: "Missing, unknown or revoked credentials",
+    403: "Authenticated, but not allowed (role, organisation, CSRF token, proof of presence)",
+    404: "What the request names does not exist (in this organisation)",
+    409: "The request conflicts with the current state",
+    413: "The request body is over the size limit",
+    422: "The request is not valid: `detail` names each field and why",
+    429: "Too many requests: retry after `Retry-After` seconds",
+    503: "A backing service (database or Redis) is unavailable: retry shortly",
+}
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+# Operations answering 503 in a shape of their own, or not at all.
+_NO_BACKING = re.compile(r"^GET /(health|ready)$")
+
+
+def _error_answers(key: str, operation: dict[str, Any], extra: Iterable[tuple[re.Pattern[str], set[int]]]) -> set[int]:
+    """The error statuses an operation can answer: from its shape, plus `extra` (pattern over "METHOD /path")."""
+    parameters = operation.get("parameters", [])
+    statuses = set() if _NO_BACKING.match(key) else {503}
+    if parameters or "requestBody" in operation:
+        statuses.add(422)
+    if "requestBody" in operation:
+        statuses |= {400, 413}  # 400: a body FastAPI cannot parse at all (a broken multipart form)
+    if operation.get("security"):
+        statuses.add(401)
+    if any(p.get("in") == "path" for p in parameters):
+        statuses.add(404)
+    for pattern, more in extra:
+        if pattern.search(key):
+            statuses |= more
+    return statuses
+
+
+def _not_null(parameter: dict[str, Any]) -> None:
+    """A header, query or path parameter is text or absent, never JSON null: `str | None` means optional."""
+    schema = parameter.get("schema", {})
+    options = [option for option in schema.get("anyOf", []) if option != {"type": "null"}]
+    if "anyOf" in schema and len(options) == 1:
+        del schema["anyOf"]
+        schema.update(options[0])
+    elif "anyOf" in schema:
+        schema["anyOf"] = options
+
+
+def document_errors(app: FastAPI, extra: dict[str, set[int]], optional_auth: Iterable[str] = ()) -> None:
+    """Make the OpenAPI document the contract: `Error` replaces FastAPI's `HTTPValidationError` for 422, and each
+    operation lists every error status it can answer, all with `Error`. `extra` maps a regular expression over
+    "METHOD /path" to further statuses; a pattern that matches no operation is a mistake and raises.
+    `optional_auth` names operations ("METHOD /path") that also serve a caller without credentials."""
+    optional_auth = frozenset(optional_auth)
+    build = app.openapi
+    patterns = [(re.compile(pattern), statuses) for pattern, statuses in extra.items()]
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        with warnings.catch_warnings():
+            # Fixed below: one function serving GET and POST (OsmAnd) gets one id from FastAPI.
+            warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
+            schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        error_schema = Error.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(error_schema.pop("$defs", {}))
+        components["Error"] = error_schema
+        matched: set[str] = set()
+        operation_ids: set[str] = set()
+        for path, item in schema.get("paths", {}).items():
+            for method, operation in item.items():
+                key = f"{method.upper()} {path}"
+                matched |= {p.pattern for p, _ in patterns if p.search(key)}
+                for parameter in operation.get("parameters", []):
+                    _not_null(parameter)
+                if key in optional_auth:
+                    operation["security"] = [*operation.get("security", []), {}]
+                responses = operation.setdefault("responses", {})
+                declared = {int(status) for status in responses if status.isdigit() and int(status) >= 400}
+                for status in sorted(declared | _error_answers(key, operation, patterns)):
+                    answer = responses.setdefault(str(status), {})
+                    if answer.get("description") in (None, "Validation Error", "Successful Response"):
+                        answer["description"] = ERROR_ANSWERS.get(status, "Error")
+                    content = answer.get("content", {}).get("application/json", {}).get("schema")
+                    if content is None or content == {"$ref": "#/components/schemas/HTTPValidationError"}:
+                        answer["content"] = {"application/json": {"schema": _ERROR_REF}}
+                    if status == 429:
+                        responses["429"]["headers"] = {
+                            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+                        }
+                # One function serving two methods gets one id from FastAPI: ids must be unique.
+                if operation.get("operationId") in operation_ids:
+                    operation["operationId"] += f"_{method}"
+                operation_ids.add(operation.get("operationId", ""))
+        unmatched = {p.pattern for p, _ in patterns} - matched
+        if unmatched:
+            raise ValueError(f"error answers declared for no operation: {sorted(unmatched)}")
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def error_body(code: str, message: str, problems: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -41,6 +186,14 @@ def _loc_to_field(loc: tuple[Any, ...]) -> str:
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "body"
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    def serves(method: str) -> bool:
+        scope = {**request.scope, "method": method}
+        return any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes)
+
+    return [method for method in ("GET", "POST", "PUT", "PATCH", "DELETE") if serves(method)]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -79,8 +232,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 400 and isinstance(error.__cause__, UnicodeDecodeError):
+            # FastAPI's answer to a body that is not even text; a body that is not JSON is a 422 already.
+            problem = {"field": "body", "reason": "the body is not UTF-8 JSON", "code": "json_invalid"}
+            return ORJSONResponse(error_body("validation_failed", "the request is not valid", [problem]), 422)
+        headers = error.headers
+        if error.status_code == 405:
+            # Starlette names only the methods of the first route matching the path; Allow lists them all.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
         return ORJSONResponse(
-            error_body("http_error", str(error.detail)), status_code=error.status_code, headers=error.headers
+            error_body("http_error", str(error.detail)), status_code=error.status_code, headers=headers
         )
 
     @app.exception_handler(RedisConnectionError)
@@ -149,20 +310,38 @@ class BodyLimitMiddleware:
                 await self._reject(send, limit)
                 return
         received = 0
+        over = started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, over
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    over = True
                     raise _TooLarge
             return message
 
+        async def guarded_send(message: Message) -> None:
+            """Once the body is over the limit, the answer is 413 whatever the app made of the interruption
+            (FastAPI turns any error while reading a body into a 400)."""
+            nonlocal started
+            if over:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject(send, limit)
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await self._reject(send, limit)
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+            if not started:
+                await self._reject(send, limit)
 
     @staticmethod
     async def _reject(send: Send, limit: int) -> None:

@@ -126,7 +126,7 @@ async def update_fcm_token(body: FcmTokenIn, device: DeviceDep, uow: UowDep) -> 
 
 
 class ConsentsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     consents: dict[Purpose, bool]
 
 
@@ -164,7 +164,7 @@ async def post_fix_batch(body: FixBatchIn, device: DeviceDep, uow: UowDep, reque
 
 
 class CheckInIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     place_id: int = Field(ge=1)
     lat: Latitude | None = None
     lon: Longitude | None = None
@@ -174,7 +174,7 @@ class CheckInIn(BaseModel):
 
 
 class CheckOutIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     place_id: int = Field(ge=1)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator
 
 # A device clock may run a little fast; beyond this a timestamp is a bug, not drift.
 MAX_CLOCK_SKEW = timedelta(minutes=10)
@@ -24,7 +24,14 @@ def _sane_timestamp(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[datetime, AfterValidator(_sane_timestamp)]
+# Strict models take numbers as JSON numbers and booleans as JSON booleans: `battery: false` or `"lat": "60.1"` is a
+# client's bug, answered 422. A timestamp stays lax: an ISO 8601 string or epoch seconds, as documented.
+Timestamp = Annotated[
+    datetime,
+    Field(strict=False),
+    AfterValidator(_sane_timestamp),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}),
+]
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, description="WGS 84 latitude")]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, description="WGS 84 longitude")]
 
@@ -32,7 +39,7 @@ Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, descrip
 class FixIn(BaseModel):
     """One location fix as every protocol (native, OwnTracks, Traccar/OsmAnd) delivers it."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     lat: Latitude
     lon: Longitude
     ts: Timestamp = Field(description="When the device measured the fix (ISO 8601 or epoch seconds)")
@@ -44,7 +51,7 @@ class FixIn(BaseModel):
 
 
 class FixBatchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     batch_id: str = Field(min_length=1, max_length=100, description="Client-chosen id; a replay stores nothing twice")
     fixes: list[FixIn] = Field(min_length=1, max_length=1000)
 
@@ -65,7 +72,7 @@ class DeviceIn(BaseModel):
     fcm_token: str | None = Field(default=None, min_length=1, max_length=4096)
     locale: str = Field(default="en", min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
     timezone: str = Field(default="Europe/Helsinki", max_length=64)
-    consents: dict[Purpose, bool] = Field(default_factory=dict)
+    consents: dict[Purpose, StrictBool] = Field(default_factory=dict)
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=50)
     team: str | None = Field(default=None, max_length=100)
     external_id: str | None = Field(
