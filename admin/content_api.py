@@ -55,6 +55,11 @@ class ContentIn(Target):
     quiet_hours: list[str] | None = Field(default=None, min_length=2, max_length=2, description='["22:00", "07:00"]')
     consent_purpose: Literal["offers", "tasks", "analytics"] = "offers"
     active: bool = True
+    silent: bool = Field(
+        default=False,
+        description="Push as data only: nothing is shown, the app is woken in the background with `data`"
+        " (iOS: content-available); title and body still make the inbox entry",
+    )
 
 
 class TaskIn(Target):

@@ -8,6 +8,10 @@ Failures are chosen by the device token (the message's `token` or `fid`), so a t
 `Retry-After: 1`, `flaky-` 503 UNAVAILABLE the first time that exact token is seen, `retryafter-N-` the same
 with `Retry-After: N`, and every time: `mismatch-` 403 SENDER_ID_MISMATCH, `thirdparty-` 401
 THIRD_PARTY_AUTH_ERROR, `internal-` 500 INTERNAL, `unavailable-` 503 UNAVAILABLE.
+Targets are checked as FCM tells the two kinds apart: a `fid` must be a Firebase installation ID (22 characters of
+base64url), and a `token` that is one is refused (INVALID_ARGUMENT naming the field, as for a malformed target).
+A background push (`apns-push-type: background`) must be what APNs accepts: `content-available: 1`, no alert,
+sound or badge, no notification block for FCM to turn into one, and `apns-priority` 5.
 Control API: `GET|DELETE /_fake/messages`, `GET /_fake/stats`. Run: `python -m infra.fake_fcm --port P
 --cert-dir DIR [--plain-http] [--service-account FILE] [--latency-ms N]`, or `spawn(...)` from Python.
 """
@@ -104,6 +108,7 @@ _FAULTS = {
     "unavailable-": _Fault(503, "UNAVAILABLE", "UNAVAILABLE", _DOWN),
 }
 _RETRY_AFTER = re.compile(r"retryafter-(\d+)-")
+_INSTALLATION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 def _google_error(http: int, status: str, text: str, extra: list[Any], retry: int | None = None) -> Response:
@@ -151,6 +156,31 @@ def _check(obj: Any, schema: str, path: str) -> tuple[str, str] | None:
             return where, f"{_BAD_JSON} Unknown name \"{raw}\" at '{where}': Cannot find field."
         if value is not None and (problem := _kind_problem(value, kind, f"{path}.{_snake(raw)}".lstrip("."))):
             return problem
+    return None
+
+
+def _kind_fault(message: dict[str, Any]) -> Response | None:
+    """A registration token sent as `fid`, or an installation ID sent as `token`: FCM refuses the target."""
+    if (fid := message.get("fid")) is not None and not _INSTALLATION_ID.fullmatch(fid):
+        return _bad_request("message.fid", "The installation ID is not a valid installation ID", FCM_INVALID)
+    if (token := message.get("token")) is not None and _INSTALLATION_ID.fullmatch(token):
+        return _bad_request("message.token", "The registration token is not a valid FCM token", FCM_INVALID)
+    return None
+
+
+def _background_problem(message: dict[str, Any]) -> str | None:
+    """Why APNs would refuse this as a background push (Apple: "Pushing background updates to your App")."""
+    apns = message.get("apns") or {}
+    headers = apns.get("headers") or {}
+    if headers.get("apns-push-type") != "background":
+        return None
+    aps = (apns.get("payload") or {}).get("aps") or {}
+    if message.get("notification") or any(k in aps for k in ("alert", "sound", "badge")):
+        return "A background push must not show anything: no notification, alert, sound or badge"
+    if aps.get("content-available") != 1:
+        return "A background push needs aps content-available: 1"
+    if headers.get("apns-priority", "10") != "5":
+        return "A background push must be sent with apns-priority 5"
     return None
 
 
@@ -243,8 +273,10 @@ class FakeFcm:
         if reserved := [k for k in data if k in ("from", "gcm") or k.startswith("google")]:
             return _bad_request("message.data", f"Invalid data payload key: {reserved[0]}", FCM_INVALID)
         target = targets[0]
-        if target in ("token", "fid") and (fault := self._fault(target, message[target])):
+        if target in ("token", "fid") and (fault := self._fault(target, message[target]) or _kind_fault(message)):
             return fault
+        if refusal := _background_problem(message):
+            return _bad_request("message.apns", refusal, FCM_INVALID)
         name = f"projects/{project}/messages/0:{time.time_ns() // 1000}%{secrets.token_hex(8)}"
         self.stats["accepted"] += 1
         record = {k: message.get(k) for k in ("notification", "data", "android", "apns", "webpush")}

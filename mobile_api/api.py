@@ -22,6 +22,7 @@ from mobile_api.schemas import (
     Latitude,
     Longitude,
     Purpose,
+    PushTargetUpdate,
     Timestamp,
 )
 from services import checkins, devices
@@ -90,7 +91,7 @@ async def register_device(body: DeviceIn, uow: UowDep, organisation: EnrolmentDe
     """Register a new device with the organisation's enrolment key (shipped inside its app); limited per client
     address and per key (429 + Retry-After)."""
     device_id, credential = await devices.register_device(
-        uow.session, organisation_id=organisation.organisation_id, fields=body.model_dump()
+        uow.session, organisation_id=organisation.organisation_id, fields=body.device_fields()
     )
     return Registered(device_id=device_id, credential=credential)
 
@@ -114,14 +115,10 @@ async def rotate_credential(device: DeviceChangeDep, uow: UowDep, request: Reque
     return Credential(credential=credential)
 
 
-class FcmTokenIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    fcm_token: str | None = Field(min_length=1, max_length=4096)
-
-
 @router.put("/devices/me/fcm-token", status_code=status.HTTP_204_NO_CONTENT)
-async def update_fcm_token(body: FcmTokenIn, device: DeviceDep, uow: UowDep) -> Response:
-    await devices.update_device(uow.session, device.device_id, {"fcm_token": body.fcm_token})
+async def update_fcm_token(body: PushTargetUpdate, device: DeviceDep, uow: UowDep) -> Response:
+    """Replace the push target: an FCM registration token or a Firebase installation ID (null: none)."""
+    await devices.update_device(uow.session, device.device_id, body.push_target())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -176,6 +173,7 @@ class CheckInIn(BaseModel):
 class CheckOutIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     place_id: int = Field(ge=1)
+    ts: Timestamp | None = Field(default=None, description="When, on the device's clock (as check-ins and fixes)")
 
 
 @router.post("/checkins", status_code=status.HTTP_201_CREATED)
@@ -201,7 +199,7 @@ async def check_in(body: CheckInIn, device: DeviceDep, uow: UowDep, request: Req
 
 @router.post("/checkouts", status_code=status.HTTP_201_CREATED)
 async def check_out(body: CheckOutIn, device: DeviceDep, uow: UowDep, request: Request) -> dict[str, Any]:
-    event = await checkins.check_out(uow, device=device, place_id=body.place_id)
+    event = await checkins.check_out(uow, device=device, place_id=body.place_id, at=body.ts)
     hook = request.app.state.events_recorded
     uow.after_commit(lambda: hook(device.organisation_id, [event.id]))
     return event.as_dict()

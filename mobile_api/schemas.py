@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 # A device clock may run a little fast; beyond this a timestamp is a bug, not drift.
 MAX_CLOCK_SKEW = timedelta(minutes=10)
@@ -65,11 +74,51 @@ class FixAccepted(BaseModel):
 Purpose = Literal["offers", "tasks", "analytics"]
 
 
-class DeviceIn(BaseModel):
+_TARGET_FIELDS = {"fcm_token", "firebase_installation_id"}
+
+
+class PushTargetIn(BaseModel):
+    """Where this device's pushes go: what the app's Firebase SDK gave it, one of the two kinds FCM addresses."""
+
     model_config = ConfigDict(extra="forbid")
+    fcm_token: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="An FCM registration token (Android FirebaseMessaging.getToken(), iOS Messaging.messaging().token)",
+    )
+    firebase_installation_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{22}$",
+        description="Or a Firebase installation ID (FirebaseInstallations.getId()), 22 characters",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PushTargetIn:
+        if self.fcm_token is not None and self.firebase_installation_id is not None:
+            raise ValueError("send fcm_token or firebase_installation_id, not both: a device has one push target")
+        return self
+
+    def push_target(self) -> dict[str, str | None]:
+        """The device columns: the target, and the kind that decides which field of the FCM message carries it."""
+        if self.firebase_installation_id is not None:
+            return {"fcm_token": self.firebase_installation_id, "push_target_kind": "fid"}
+        return {"fcm_token": self.fcm_token, "push_target_kind": "token"}
+
+
+class PushTargetUpdate(PushTargetIn):
+    """A new push target (the SDK rotated it) or none (`{"fcm_token": null}`: no pushes, the inbox stays)."""
+
+    @model_validator(mode="after")
+    def _one_given(self) -> PushTargetUpdate:
+        if len(self.model_fields_set & _TARGET_FIELDS) != 1:
+            raise ValueError("send exactly one of fcm_token and firebase_installation_id (null: no push target)")
+        return self
+
+
+class DeviceIn(PushTargetIn):
     platform: Literal["android", "ios", "web"]
     role: Literal["visitor", "staff"] = "visitor"
-    fcm_token: str | None = Field(default=None, min_length=1, max_length=4096)
     locale: str = Field(default="en", min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
     timezone: str = Field(default="Europe/Helsinki", max_length=64)
     consents: dict[Purpose, StrictBool] = Field(default_factory=dict)
@@ -92,3 +141,7 @@ class DeviceIn(BaseModel):
         except (ZoneInfoNotFoundError, ValueError) as error:
             raise ValueError(f"unknown IANA timezone {value!r}") from error
         return value
+
+    def device_fields(self) -> dict[str, object]:
+        """The columns of the device row to insert."""
+        return {**self.model_dump(exclude=_TARGET_FIELDS), **self.push_target()}

@@ -27,13 +27,13 @@ MAX_ATTEMPTS = 6
 CLAIM = """
 UPDATE deliveries d SET status = 'sending', attempts = d.attempts + 1,
        next_attempt_at = now() + make_interval(secs => :lease)
-FROM notifications n JOIN devices dv ON dv.id = n.device_id
+FROM notifications n JOIN devices dv ON dv.id = n.device_id LEFT JOIN content_items c ON c.id = n.content_id
 WHERE d.notification_id = n.id AND d.id IN (
     SELECT id FROM deliveries
     WHERE channel = 'fcm' AND {which}
     ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
 RETURNING d.id, d.notification_id, d.attempts, n.title, n.body, n.data, dv.id AS device_id,
-          dv.fcm_token, dv.fcm_token_active
+          dv.fcm_token, dv.fcm_token_active, dv.push_target_kind, COALESCE(c.silent, false) AS silent
 """
 FRESH = "status = 'pending' AND notification_id = ANY(CAST(:ids AS bigint[]))"
 DUE = "(status = 'pending' OR status IN ('retry', 'sending')) AND COALESCE(next_attempt_at, now()) <= now()"
@@ -72,6 +72,8 @@ def _message(row: Any) -> PushMessage:
         data=data,
         deep_link=data.get("deep_link"),
         collapse_key=f"n{row.notification_id}",
+        target_kind=row.push_target_kind,
+        silent=row.silent,
     )
 
 
@@ -129,10 +131,15 @@ async def _send_chunk(
 
 async def _apply(session: AsyncSession, row: Any, outcome: PushOutcome, report: SendReport) -> None:
     if outcome.status in ("unregistered", "invalid"):
-        # The token is dead: stop using it until the app registers a new one.
-        await session.execute(text("UPDATE devices SET fcm_token_active = false WHERE id = :d"), {"d": row.device_id})
+        # The token this push went to is dead: stop using it until the app registers a new one. Only that token:
+        # the app may have registered its next one while this push was on the wire, and FCM's answer about the
+        # old one must not switch the new one off.
+        dead = await session.execute(
+            text("UPDATE devices SET fcm_token_active = false WHERE id = :d AND fcm_token = :t"),
+            {"d": row.device_id, "t": row.fcm_token},
+        )
         await _settle(session, row.id, "failed", error=f"{outcome.error_code}: {outcome.reason}")
-        report.deactivated += 1
+        report.deactivated += getattr(dead, "rowcount", 0)
     elif outcome.status == "retry" and row.attempts < MAX_ATTEMPTS:
         delay = max(outcome.retry_after_s or 0.0, backoff_s(row.attempts))
         await session.execute(

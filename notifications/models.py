@@ -38,6 +38,8 @@ class ContentItem(IdMixin, TimestampMixin, Base):
     quiet_hours: Mapped[list[str] | None] = mapped_column(ARRAY(String(5)))
     consent_purpose: Mapped[str] = mapped_column(String(32), server_default="offers")
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    # Pushed as data only (no notification shown; the app is woken in the background); still an inbox entry.
+    silent: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
 
 class StaffTask(IdMixin, TimestampMixin, Base):

@@ -39,7 +39,10 @@ async def process_events(
     if not claimed:
         return result
     facts = await repo.event_facts(session, claimed)
-    devices = await repo.device_facts(session, sorted({device_id for _, device_id, _ in facts}))
+    device_ids = sorted({device_id for _, device_id, _ in facts})
+    # Held until this transaction commits: another job deciding for the same devices waits, then sees these pushes.
+    await repo.lock_push_decisions(session, device_ids)
+    devices = await repo.device_facts(session, device_ids)
     # One query each for the whole batch, then kept current in memory as this job decides.
     day_starts = {d: local_day_start(now, facts_.timezone) for d, (facts_, _) in devices.items()}
     last_sent, sent_today = await repo.batch_history(session, day_starts)
@@ -69,7 +72,8 @@ async def process_events(
             item = items[decision.content_id]
             pending.append((_content_notification(organisation_id, device_id, event, item, now), decision.send))
             last_sent.setdefault((device_id, event.place_id), {})[item["id"]] = now
-            sent_today[device_id] = sent_today.get(device_id, 0) + 1
+            if decision.send:  # an inbox-only notification uses no slot of the daily cap
+                sent_today[device_id] = sent_today.get(device_id, 0) + 1
     if pending:
         created = await repo.insert_notifications(session, [values for values, _ in pending])
         wants_push = {(v["event_id"], v["content_id"]) for v, push in pending if push}

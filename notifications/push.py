@@ -39,6 +39,8 @@ MAX_BATCH = 500  # send_each and send_each_async refuse more in one call
 SendPath = Literal["async", "threads"]  # send_each_async on the caller's loop / send_each in a worker thread
 DEFAULT_SEND_PATH: SendPath = "async"  # measured, see the module docstring
 PushStatus = Literal["sent", "unregistered", "invalid", "retry", "failed"]
+TargetKind = Literal["token", "fid"]
+TARGET_KINDS: tuple[TargetKind, ...] = ("token", "fid")
 _TARGET_FIELDS = {"message.token", "message.fid"}
 _BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 _FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -47,7 +49,7 @@ _FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 @dataclass(frozen=True, slots=True)
 class PushMessage:
     notification_id: int
-    token: str  # what the app registered: an FCM installation ID (firebase-admin 7.7 sends it as `fid`)
+    token: str  # what the app registered, of the kind `target_kind` says
     title: str
     body: str
     data: dict[str, str] = field(default_factory=dict)
@@ -56,6 +58,12 @@ class PushMessage:
     collapse_key: str | None = None  # a newer push with the same key replaces the older one on the device
     priority: Literal["high", "normal"] = "high"
     ttl_s: int | None = None  # None: FCM's default of 4 weeks
+    # "token": an FCM registration token (FirebaseMessaging.getToken()); "fid": a Firebase installation ID
+    # (FirebaseInstallations.getId()). FCM addresses each through its own field of the message.
+    target_kind: TargetKind = "token"
+    # Data only: no notification is shown; the app is woken in the background (iOS `content-available`) with
+    # `data`. Title and body stay in the inbox.
+    silent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,21 +81,38 @@ class PushSender(Protocol):
 
 
 def build_message(msg: PushMessage, android_click_action: str | None = None) -> Any:
-    """The `messaging.Message` for one push; the deep link goes in the data, where every app can read it."""
+    """The `messaging.Message` for one push; the deep link goes in the data, where every app can read it.
+
+    A silent push has no notification block anywhere: Android hands a data-only message to the app, and APNs wants
+    `apns-push-type: background`, `content-available` without an alert, and priority 5 (Apple refuses 10 for a
+    background push and throttles it anyway), so a silent push is always sent at normal priority.
+    """
     data = {**msg.data, "notification_id": str(msg.notification_id)}
     if msg.deep_link:
         data["deep_link"] = msg.deep_link
-    apns_headers = {"apns-priority": "10" if msg.priority == "high" else "5", "apns-push-type": "alert"}
+    priority = "normal" if msg.silent else msg.priority
+    apns_headers = {
+        "apns-priority": "10" if priority == "high" else "5",
+        "apns-push-type": "background" if msg.silent else "alert",
+    }
     if msg.collapse_key:
         apns_headers["apns-collapse-id"] = msg.collapse_key
     if msg.ttl_s is not None:  # APNs wants an absolute time; 0 means "now or never", as FCM's ttl 0
         apns_headers["apns-expiration"] = str(int(time.time()) + msg.ttl_s if msg.ttl_s else 0)
-    return messaging.Message(
-        fid=msg.token,
+    if msg.silent:
+        message = messaging.Message(
+            data=data,
+            android=messaging.AndroidConfig(priority=priority, collapse_key=msg.collapse_key, ttl=msg.ttl_s),
+            apns=messaging.APNSConfig(
+                headers=apns_headers, payload=messaging.APNSPayload(aps=messaging.Aps(content_available=True))
+            ),
+        )
+        return _addressed(message, msg)
+    message = messaging.Message(
         notification=messaging.Notification(title=msg.title, body=msg.body, image=msg.image_url),
         data=data,
         android=messaging.AndroidConfig(
-            priority=msg.priority,
+            priority=priority,
             collapse_key=msg.collapse_key,
             ttl=msg.ttl_s,
             notification=messaging.AndroidNotification(
@@ -103,6 +128,21 @@ def build_message(msg: PushMessage, android_click_action: str | None = None) -> 
             fcm_options=messaging.APNSFCMOptions(image=msg.image_url) if msg.image_url else None,
         ),
     )
+    return _addressed(message, msg)
+
+
+def _addressed(message: Any, msg: PushMessage) -> Any:
+    """The message with the device's target in the field FCM knows that kind of target by.
+
+    firebase-admin 7.x sends `token` (a registration token) and `fid` (an installation ID) alike, but warns on
+    every `Message(token=...)` (DeprecationWarning) although FCM still addresses registration tokens by it and most
+    apps hold one; assigned after construction, the field is sent without the warning.
+    """
+    if msg.target_kind == "fid":
+        message.fid = msg.token
+    else:
+        message.token = msg.token
+    return message
 
 
 def _point_at(app: firebase_admin.App, base_url: str) -> None:

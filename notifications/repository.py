@@ -112,10 +112,34 @@ async def content_rules(
     return rules, items
 
 
+# The first key of the two-key advisory locks that serialise push decisions per device (any constant no other
+# lock in this database uses; the second key is the device id, folded into int4).
+_DECISION_LOCK = 0x50C0
+
+
+async def lock_push_decisions(session: AsyncSession, device_ids: Sequence[int]) -> None:
+    """Hold every device's decision lock until this transaction ends; taken before its history is read.
+
+    Cap and cooldown are decided from the history in the database plus what this job adds: two jobs (the
+    overlapping batches of one job, two workers) deciding for one device at once would each see the other's
+    pushes missing. The second waits here until the first commits, then reads its pushes. Taken in device order,
+    so two jobs never wait for each other; advisory, so fixes and token updates of the device never wait.
+    """
+    await session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(:ns, k) FROM (SELECT DISTINCT CAST(id % 2147483647 AS int) AS k"
+            " FROM unnest(CAST(:ids AS bigint[])) AS id ORDER BY k) AS keys"
+        ),
+        {"ns": _DECISION_LOCK, "ids": sorted(set(device_ids))},
+    )
+
+
 async def batch_history(
     session: AsyncSession, day_starts: dict[int, datetime]
 ) -> tuple[dict[tuple[int, int], dict[int, datetime]], dict[int, int]]:
-    """For every device: last push per (place, content), and content pushes since its local midnight."""
+    """For every device: last notification per (place, content), pushed or inbox only, which the cooldown keeps
+    from repeating; and content pushes since its local midnight, which the daily cap counts (inbox-only
+    notifications never buzzed, so they use no slot)."""
     ids = list(day_starts)
     last_rows = await session.execute(
         text(
@@ -132,7 +156,8 @@ async def batch_history(
         text(
             "SELECT d.id, count(n.id) FROM unnest(CAST(:ids AS bigint[]), CAST(:since AS timestamptz[]))"
             " AS d(id, since) LEFT JOIN notifications n ON n.device_id = d.id AND n.content_id IS NOT NULL"
-            " AND n.created_at >= d.since GROUP BY d.id"
+            " AND n.created_at >= d.since AND EXISTS (SELECT 1 FROM deliveries x"
+            " WHERE x.notification_id = n.id AND x.channel = 'fcm') GROUP BY d.id"
         ),
         {"ids": ids, "since": [day_starts[i] for i in ids]},
     )

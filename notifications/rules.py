@@ -71,8 +71,11 @@ class DeviceFacts:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    last_sent: Mapping[int, datetime]  # content_id -> last push of it to this device at this place
-    sent_today: int  # pushes to this device since `local_day_start(now, device.timezone)`
+    # content_id -> last notification of it to this device at this place, pushed or inbox only: the cooldown keeps
+    # either from repeating
+    last_sent: Mapping[int, datetime]
+    # pushes to this device since `local_day_start(now, device.timezone)`; inbox-only notifications are not pushes
+    sent_today: int
 
     def __post_init__(self) -> None:
         if self.sent_today < 0:

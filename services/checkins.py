@@ -143,12 +143,17 @@ async def check_in(
     return await _record(uow, device, place_id, place_name, "checkin", when, visit_id)
 
 
-async def check_out(uow: UnitOfWork, *, device: DeviceAuth, place_id: int) -> RecordedEvent:
+async def check_out(uow: UnitOfWork, *, device: DeviceAuth, place_id: int, at: datetime | None = None) -> RecordedEvent:
+    """Ends the open visit at `at`, on the device's clock as check-ins and fixes are (the server's now when the
+    app sends no time). A visit never ends before it began: a device clock running ahead of the server's started
+    it, and a check-out without a time would otherwise give it a negative duration."""
     place_name = await _place_name(uow, device.organisation_id, place_id)
     await lock_state(uow.session, device.device_id)
     visit_id = await current_visit(uow.session, device.device_id, place_id)
     if visit_id is None:
         raise NotFound(f"no open visit at place {place_id} to check out of")
-    when = datetime.now(UTC)
-    await uow.session.execute(text("UPDATE visits SET ended_at = :at WHERE id = :v"), {"at": when, "v": visit_id})
-    return await _record(uow, device, place_id, place_name, "checkout", when, visit_id)
+    ended = await uow.session.execute(
+        text("UPDATE visits SET ended_at = GREATEST(started_at, :at) WHERE id = :v RETURNING ended_at"),
+        {"at": at or datetime.now(UTC), "v": visit_id},
+    )
+    return await _record(uow, device, place_id, place_name, "checkout", ended.scalar_one(), visit_id)

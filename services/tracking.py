@@ -279,7 +279,8 @@ async def _attach_visits(
             visit_id = await current_visit(session, device.device_id, event.place_id)
             if not still_inside and visit_id is not None:
                 await session.execute(
-                    text("UPDATE visits SET ended_at = :at WHERE id = :v"),
+                    # never before it began: a check-in without a device time started it on the server's clock
+                    text("UPDATE visits SET ended_at = GREATEST(started_at, :at) WHERE id = :v"),
                     {"at": event.occurred_at, "v": visit_id},
                 )
         if visit_id is not None:

@@ -98,7 +98,7 @@ async def test_a_push_arrives_with_notification_data_android_and_apns_options(
     assert outcomes[0].provider_id is not None
     assert outcomes[0].provider_id.startswith(f"projects/{PROJECT}/messages/")
     [got] = received(fake, f"high-{path}")
-    assert got["target"] == "fid"
+    assert got["target"] == "token"  # a registration token, the default kind
     # ALPN gives httpx HTTP/2; requests only speaks HTTP/1.1
     assert got["http"] == {"async": "2", "threads": "1.1"}[path]
     assert got["notification"] == {"title": "Oodi is open", "body": "Come in"}
