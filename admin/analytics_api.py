@@ -1,7 +1,7 @@
 """Analytics for the admin UI: visits per place per day, dwell time, pushes sent and opened, task times.
 
-Days are calendar days in `tz` (default UTC); `from` and `to` are inclusive. Every query is scoped to the
-principal's organisation and aggregated in PostgreSQL (medians with percentile_cont).
+Days are calendar days in `tz` (default UTC); `from` and `to` are inclusive and lie in 2000..2099. Every query is
+scoped to the principal's organisation and aggregated in PostgreSQL (medians with percentile_cont).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from infra.deps import PrincipalDep, UowDep
 from infra.http import IsoDate
+from services.activity import EARLIEST, LATEST
 from services.errors import Problem, ValidationFailed
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: analytics"])
@@ -130,7 +131,16 @@ def _zone(name: str) -> ZoneInfo:
         raise ValidationFailed("bad time zone", [Problem("tz", f"unknown time zone {name!r}")]) from error
 
 
+def _day(value: date | None, field: str) -> date | None:
+    """A day between 2000 and 2099, as for events and visits: the range's end plus a day must still be a date."""
+    if value is not None and not EARLIEST.date() <= value < LATEST.date():
+        reason = f"must lie between {EARLIEST.date()} and {LATEST.date() - timedelta(days=1)}"
+        raise ValidationFailed("day out of range", [Problem(field, reason, "out_of_range")])
+    return value
+
+
 def _range(first: date | None, last: date | None, zone: ZoneInfo) -> tuple[date, date]:
+    first, last = _day(first, "from"), _day(last, "to")
     last = last or datetime.now(UTC).astimezone(zone).date()
     first = first or last - timedelta(days=DEFAULT_DAYS - 1)
     if first > last:

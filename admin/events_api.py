@@ -22,7 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from geofences.activity import EVENT_COLUMNS, VISIT_COLUMNS, EventFilter, VisitFilter
-from infra.deps import PrincipalDep, SettingsDep, UowDep
+from infra.deps import MAX_ID, PrincipalDep, SettingsDep, UowDep
 from infra.http import IsoDateTime
 from infra.settings import Settings
 from services import activity
@@ -32,7 +32,6 @@ from services.models import Role
 router = APIRouter(prefix="/admin/v1", tags=["admin: activity"])
 
 DEFAULT_LIMIT = 100
-MAX_ID = 2**63 - 1
 
 Id = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 Cursor = Annotated[int | None, Query(ge=1, le=MAX_ID, description="next_cursor of the previous page (an id)")]

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Body, Query, Request, status
 from fastapi.responses import Response
 
 from admin.qr_api import place_token
-from geofences.domain import BBox
-from geofences.geojson_io import features_to_places, places_to_feature_collection
+from geofences.domain import BBox, FenceSpec, PlaceSpec
+from geofences.geojson_io import RefusedFeature, features_to_places, places_to_feature_collection
 from geofences.schemas import (
     ImportSummary,
     PlaceIn,
@@ -20,8 +20,10 @@ from geofences.schemas import (
     fences_to_specs,
     gps_tuning_problems,
     place_in_to_spec,
+    place_properties_problems,
 )
-from infra.deps import PrincipalDep, SettingsDep, UowDep
+from geofences.validation import FencesNear, GeometryProblem, swapped_axes_problem
+from infra.deps import MAX_ID, IdPath, PrincipalDep, SettingsDep, UowDep
 from services import places as place_service
 from services.errors import Problem, ValidationFailed
 from services.models import Role
@@ -31,6 +33,37 @@ router = APIRouter(prefix="/admin/v1", tags=["admin: places"])
 
 def _fences_changed(request: Request) -> Any:
     return request.app.state.fences_changed
+
+
+async def _swapped_axes(fences: list[FenceSpec], fields: list[str], near: FencesNear) -> list[GeometryProblem]:
+    found = [await swapped_axes_problem(fence, field, near) for fence, field in zip(fences, fields, strict=True)]
+    return [problem for problem in found if problem is not None]
+
+
+async def _refuse_swapped_axes(fences: list[FenceSpec], near: FencesNear) -> None:
+    problems = await _swapped_axes(fences, [f"fences[{i}].geometry" for i in range(len(fences))], near)
+    if problems:
+        raise ValidationFailed(
+            "a fence looks like [lat, lon]", [Problem(p.field, p.reason, p.code, p.point) for p in problems]
+        )
+
+
+async def _swapped_features(
+    collection: dict[str, Any], specs: list[PlaceSpec], refused: list[RefusedFeature], near: FencesNear
+) -> tuple[list[PlaceSpec], list[RefusedFeature]]:
+    """Imported places that look like [lat, lon] are refused too, judged against the fences before the import."""
+    skipped = {r.index for r in refused}
+    positions = [i for i in range(len(collection["features"])) if i not in skipped]
+    kept: list[PlaceSpec] = []
+    refused = list(refused)
+    for position, spec in zip(positions, specs, strict=True):
+        path = f"features[{position}].geometry"
+        fields = [path] if len(spec.fences) == 1 else [f"{path}.geometries[{j}]" for j in range(len(spec.fences))]
+        if problems := await _swapped_axes(spec.fences, fields, near):
+            refused.append(RefusedFeature(position, spec.external_ref, problems))
+        else:
+            kept.append(spec)
+    return kept, sorted(refused, key=lambda r: r.index)
 
 
 def parse_bbox(bbox: str | None) -> BBox | None:
@@ -59,6 +92,9 @@ async def create_place(
 ) -> PlaceOut:
     principal.require(Role.editor)
     spec = place_in_to_spec(body, settings.geometry_limits)
+    await _refuse_swapped_axes(
+        spec.fences, place_service.other_fences_near(uow, organisation_id=principal.organisation_id)
+    )
     record = await place_service.create_place(
         uow,
         organisation_id=principal.organisation_id,
@@ -77,7 +113,7 @@ async def list_places(
     bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat")] = None,
     kind: Annotated[str | None, Query(max_length=80)] = None,
     q: Annotated[str | None, Query(max_length=200, description="name contains")] = None,
-    cursor: Annotated[int | None, Query(ge=0, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[int | None, Query(ge=0, le=MAX_ID, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> PlacePage:
     records, next_cursor = await place_service.list_places(
@@ -93,14 +129,14 @@ async def list_places(
 
 
 @router.get("/places/{place_id}", response_model=PlaceOut)
-async def get_place(place_id: int, principal: PrincipalDep, uow: UowDep) -> PlaceOut:
+async def get_place(place_id: IdPath, principal: PrincipalDep, uow: UowDep) -> PlaceOut:
     record = await place_service.get_place(uow, organisation_id=principal.organisation_id, place_id=place_id)
     return PlaceOut.from_record(record)
 
 
 @router.patch("/places/{place_id}", response_model=PlaceOut)
 async def update_place(
-    place_id: int,
+    place_id: IdPath,
     body: PlacePatch,
     principal: PrincipalDep,
     uow: UowDep,
@@ -113,14 +149,22 @@ async def update_place(
         if required in changes and changes[required] is None:
             raise ValidationFailed("null not allowed", [Problem(required, "may not be null")])
     problems: list[Problem] = []
+    if "properties" in changes:
+        problems += place_properties_problems(changes["properties"])
     if "gps_tuning" in changes:  # the whole object: {} goes back to the organisation's settings
-        changes["gps_tuning"], problems = gps_tuning_problems(changes["gps_tuning"])
+        changes["gps_tuning"], tuning_problems = gps_tuning_problems(changes["gps_tuning"])
+        problems += tuning_problems
     try:
         fences = fences_to_specs(body.fences, settings.geometry_limits) if body.fences is not None else None
     except ValidationFailed as error:  # every problem at once
         raise ValidationFailed(error.message, problems + error.problems) from error
     if problems:
-        raise ValidationFailed("invalid gps_tuning", problems)
+        raise ValidationFailed("invalid place", problems)
+    if fences is not None:
+        await _refuse_swapped_axes(
+            fences,
+            place_service.other_fences_near(uow, organisation_id=principal.organisation_id, except_place_id=place_id),
+        )
     record = await place_service.update_place(
         uow,
         organisation_id=principal.organisation_id,
@@ -134,7 +178,7 @@ async def update_place(
 
 
 @router.delete("/places/{place_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_place(place_id: int, principal: PrincipalDep, uow: UowDep, request: Request) -> Response:
+async def delete_place(place_id: IdPath, principal: PrincipalDep, uow: UowDep, request: Request) -> Response:
     principal.require(Role.editor)
     await place_service.delete_place(
         uow,
@@ -147,7 +191,9 @@ async def delete_place(place_id: int, principal: PrincipalDep, uow: UowDep, requ
 
 
 @router.post("/places/{place_id}/qr-token")
-async def issue_qr_token(place_id: int, principal: PrincipalDep, uow: UowDep, settings: SettingsDep) -> dict[str, Any]:
+async def issue_qr_token(
+    place_id: IdPath, principal: PrincipalDep, uow: UowDep, settings: SettingsDep
+) -> dict[str, Any]:
     """A signed token to print as a QR code at the door: checking in with it needs no location."""
     principal.require(Role.editor)
     await place_service.get_place(uow, organisation_id=principal.organisation_id, place_id=place_id)
@@ -166,6 +212,9 @@ async def import_geojson(
     """Create or update places by `external_ref` (or feature id); refused features come back with reasons."""
     principal.require(Role.editor)
     specs, refused = features_to_places(body, settings.geometry_limits)
+    if specs:
+        near = place_service.other_fences_near(uow, organisation_id=principal.organisation_id)
+        specs, refused = await _swapped_features(body, specs, refused, near)
     created, updated = await place_service.upsert_places(
         uow,
         organisation_id=principal.organisation_id,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from infra.deps import PrincipalDep, SettingsDep, UowDep
+from infra.deps import MAX_ID, IdPath, PrincipalDep, SettingsDep, UowDep
 from notifications import webhooks
 from notifications.egress import url_problem
 from notifications.rules import EventKind
@@ -111,7 +111,7 @@ async def list_webhooks(principal: PrincipalDep, uow: UowDep) -> WebhookList:
 
 
 @router.delete("/webhooks/{subscription_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_webhook(subscription_id: int, principal: PrincipalDep, uow: UowDep) -> Response:
+async def delete_webhook(subscription_id: IdPath, principal: PrincipalDep, uow: UowDep) -> Response:
     principal.require(Role.editor)
     await webhooks.delete_subscription(
         uow, organisation_id=principal.organisation_id, actor=principal.actor, subscription_id=subscription_id
@@ -121,12 +121,12 @@ async def delete_webhook(subscription_id: int, principal: PrincipalDep, uow: Uow
 
 @router.get("/webhooks/{subscription_id}/deliveries", response_model=DeliveryPage)
 async def list_webhook_deliveries(
-    subscription_id: int,
+    subscription_id: IdPath,
     principal: PrincipalDep,
     uow: UowDep,
     settings: SettingsDep,
     status_: Annotated[DeliveryStatus | None, Query(alias="status", description="dead: the dead-letter list")] = None,
-    cursor: Annotated[int | None, Query(ge=0, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[int | None, Query(ge=0, le=MAX_ID, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeliveryPage:
     records, next_cursor = await webhooks.list_deliveries(
@@ -141,7 +141,7 @@ async def list_webhook_deliveries(
 
 
 @router.post("/webhook-deliveries/{delivery_id}/retry", response_model=DeliveryOut)
-async def retry_webhook_delivery(delivery_id: int, principal: PrincipalDep, uow: UowDep) -> DeliveryOut:
+async def retry_webhook_delivery(delivery_id: IdPath, principal: PrincipalDep, uow: UowDep) -> DeliveryOut:
     """Put a dead delivery back in the queue with a fresh attempt budget."""
     principal.require(Role.editor)
     record = await webhooks.retry_delivery(

@@ -4,8 +4,9 @@ One Feature is one place. Its geometry is one fence (Polygon, MultiPolygon, or P
 or a GeometryCollection of such fences. A Point's radius is `radius_m` on the Point itself (a
 foreign member, RFC 7946 §6.1) or else `properties.radius_m`. `properties.gps_tuning` is the place's GPS tuning
 (geofences/tuning.py), checked like the API's; left out (or null), an import keeps a stored place's tuning, and an
-export leaves it out when the place has none. Exporting and re-importing gives equal PlaceSpecs (an empty tuning
-comes back as not said).
+export leaves it out when the place has none. The other properties are the place's free-form properties, within
+the API's limits of depth, size and values (`validation.properties_problems`). Exporting and re-importing gives
+equal PlaceSpecs (an empty tuning comes back as not said).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from geofences.validation import (
     GeometryProblem,
     GeometryValidationError,
     json_type,
+    properties_problems,
     validate_fence_geometry,
 )
 
@@ -184,6 +186,8 @@ def _feature_to_place(feature: object, path: str, limits: GeometryLimits) -> Pla
     if not (name and name.strip()) and not (props.get("name") is not None and name is None):
         problems.append(GeometryProblem(f"{ppath}.name", "every place needs a non-empty name", "missing"))
     kind = _optional_text(props, "kind", ppath, problems) or DEFAULT_KIND
+    free = {k: v for k, v in props.items() if k not in RESERVED_PROPERTIES}
+    problems.extend(properties_problems(free, ppath))
     place = PlaceSpec(
         name=name or "",
         kind=kind,
@@ -194,7 +198,7 @@ def _feature_to_place(feature: object, path: str, limits: GeometryLimits) -> Pla
         external_ref=_external_ref(feature, props, path, problems),
         approach_m=_approach(props, ppath, limits, problems),
         gps_tuning=_gps_tuning(props, ppath, problems),
-        properties={k: v for k, v in props.items() if k not in RESERVED_PROPERTIES},
+        properties=free,
     )
     if problems:
         raise GeometryValidationError(problems)

@@ -17,7 +17,12 @@ import shapely
 from shapely.geometry import MultiPolygon, mapping
 
 from geofences.domain import FenceSpec, GeometryLimits, PlaceSpec
-from geofences.validation import GeometryProblem, GeometryValidationError, validate_fence_geometry
+from geofences.validation import (
+    GeometryProblem,
+    GeometryValidationError,
+    properties_problems,
+    validate_fence_geometry,
+)
 
 TagFilter = Sequence[tuple[str, str | None]]
 Progress = Callable[[int, int | None], None]
@@ -144,6 +149,9 @@ class _Reader:
             return
         properties: dict[str, Any] = {k: tags[k] for k in PROPERTY_TAGS if k in tags}
         properties["osm_tags"] = tags
+        if too_much := properties_problems(properties):  # stored and echoed like the API's: same limits
+            self.skipped[key] = SkippedObject(ref, name, kind, too_much)
+            return
         self.places[key] = PlaceSpec(
             name=name,
             kind=kind,

@@ -251,6 +251,21 @@ class PlaceRepository:
             await self.session.execute(select(func.count(Place.id)).where(Place.organisation_id == organisation_id))
         ).scalar_one()
 
+    async def has_fence_within(
+        self, organisation_id: int, lon: float, lat: float, radius_m: float, *, except_place_id: int | None = None
+    ) -> bool:
+        """Whether a fence of the organisation, other than `except_place_id`'s, lies within `radius_m` of the point
+        (on the sphere; a circle by its centre)."""
+        found = await self.session.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM geofences WHERE organisation_id = :org"
+                " AND place_id IS DISTINCT FROM :place AND ST_DWithin(CAST(geom AS geography),"
+                " CAST(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geography), :radius, false))"
+            ),
+            {"org": organisation_id, "place": except_place_id, "lon": lon, "lat": lat, "radius": radius_m},
+        )
+        return bool(found.scalar_one())
+
     async def fences_for_index(self, organisation_id: int) -> list[IndexRow]:
         """Every fence of the organisation with its place's approach distance and GPS tuning, for the index."""
         return fence_rows(await self.session.execute(fences_for_index_query(organisation_id)))

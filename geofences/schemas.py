@@ -11,7 +11,7 @@ from shapely.geometry import mapping
 from geofences.domain import FenceSpec, GeometryLimits, PlaceRecord, PlaceSpec
 from geofences.tuning import ALLOWED as GPS_TUNABLES
 from geofences.tuning import check_gps_tuning
-from geofences.validation import GeometryValidationError, validate_fence_geometry
+from geofences.validation import GeometryValidationError, properties_problems, validate_fence_geometry
 from services.errors import Problem, ValidationFailed
 
 
@@ -103,16 +103,22 @@ def gps_tuning_problems(value: object) -> tuple[dict[str, float], list[Problem]]
     return tuning, [Problem(p.field, p.reason, p.code) for p in problems]
 
 
+def place_properties_problems(value: object) -> list[Problem]:
+    """The free-form properties' problems as the API reports them (`properties.<path>`): depth, size, values."""
+    return [Problem(p.field, p.reason, p.code) for p in properties_problems(value)]
+
+
 def place_in_to_spec(place: PlaceIn, limits: GeometryLimits) -> PlaceSpec:
-    """Every problem at once: the tuning's and the fences'."""
+    """Every problem at once: the properties', the tuning's and the fences'."""
     fields = place.model_dump(exclude={"fences", "gps_tuning"})
     tuning, problems = gps_tuning_problems(place.gps_tuning)
+    problems = place_properties_problems(place.properties) + problems
     try:
         fences = fences_to_specs(place.fences, limits)
     except ValidationFailed as error:
         raise ValidationFailed(error.message, problems + error.problems) from error
     if problems:
-        raise ValidationFailed("invalid gps_tuning", problems)
+        raise ValidationFailed("invalid place", problems)
     return PlaceSpec(**fields, gps_tuning=tuning, fences=fences)
 
 

@@ -7,9 +7,10 @@ GeometryValidationError, so an API handler can turn it straight into a 422 listi
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import shapely
@@ -384,3 +385,108 @@ def validate_fence_geometry(
         )
     problems.raise_if_any()
     return FenceSpec(kind="polygon", geometry=geom)
+
+
+# A place's free-form `properties` are echoed in every listing and export: a value the JSON encoders cannot write
+# (nested past their depth limits, an integer beyond 64 bits) would make those answer 500 for the whole
+# organisation, so it is refused where it enters. The limits are far above what building metadata needs.
+MAX_PROPERTIES_DEPTH = 16  # objects and arrays inside one another, `properties` itself being 1
+MAX_PROPERTIES_BYTES = 32_768  # as compact UTF-8 JSON
+_INT64 = (-(2**63), 2**63 - 1)
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_:@\-]{1,60}")
+
+
+def _member_path(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    text = str(key)
+    return f"{path}.{text}" if _PLAIN_KEY.fullmatch(text) else f"{path}[{json.dumps(text[:60])}]"
+
+
+def _text_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "contains a NUL character, which PostgreSQL cannot store"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate escape)"
+    return None
+
+
+def properties_problems(value: object, field: str = "properties") -> list[GeometryProblem]:
+    """What is wrong with a place's free-form properties, each at its path (e.g. `properties.a.b[2]`).
+
+    A JSON object, at most MAX_PROPERTIES_DEPTH levels deep and MAX_PROPERTIES_BYTES as JSON, holding only finite
+    numbers, 64-bit integers and storable text. Walked without recursion, so any depth is answered.
+    """
+    problems = _Problems()
+    if not isinstance(value, dict):
+        problems.add(field, f"properties must be an object, got {json_type(value)}", "wrong_type")
+        return problems.items
+    stack: list[tuple[object, str, int]] = [(value, field, 1)]
+    while stack and len(problems.items) < MAX_PROBLEMS:
+        node, path, depth = stack.pop()
+        if isinstance(node, dict | list | tuple):
+            if depth > MAX_PROPERTIES_DEPTH:
+                problems.add(
+                    path, f"nested deeper than {MAX_PROPERTIES_DEPTH} levels of objects and arrays", "too_deep"
+                )
+                continue
+            members = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, member in reversed(list(members)):
+                if isinstance(node, dict) and not isinstance(key, str):
+                    problems.add(path, f"keys must be strings, got {json_type(key)}", "wrong_type")
+                    continue
+                if isinstance(key, str) and (why := _text_problem(key)):
+                    problems.add(_member_path(path, key), f"the key {why}", "bad_text")
+                    continue
+                stack.append((member, _member_path(path, key), depth + 1))
+        elif isinstance(node, str):
+            if why := _text_problem(node):
+                problems.add(path, f"the text {why}", "bad_text")
+        elif isinstance(node, bool) or node is None:
+            continue
+        elif isinstance(node, int):
+            if not _INT64[0] <= node <= _INT64[1]:
+                problems.add(path, "integers must fit in 64 bits (use a string for longer numbers)", "out_of_range")
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                problems.add(path, f"numbers must be finite, got {node}", "not_finite")
+        else:
+            problems.add(path, f"{json_type(node)} is not a JSON value", "wrong_type")
+    if problems.items:
+        return problems.items
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_PROPERTIES_BYTES:
+        largest = max(value, key=lambda k: len(json.dumps(value[k], ensure_ascii=False)), default=None)
+        hint = f"; the largest member is {_member_path(field, largest)}" if largest is not None else ""
+        problems.add(field, f"{size:,} bytes as JSON, more than the limit {MAX_PROPERTIES_BYTES:,}{hint}", "too_large")
+    return problems.items
+
+
+# A fence typed as [lat, lon] inside both ranges (Helsinki's 60.17, 24.94 read as lon 60.17, lat 24.94 lands in
+# Iran) passes every range check. It is refused (422 `swapped_coordinates`) when the organisation's other fences say
+# so: read as given it is over SWAP_FAR_M from all of them, read the other way round within SWAP_NEAR_M of one.
+# A genuinely remote place is accepted (nothing lies near its mirror image), and so is an organisation's first.
+SWAP_NEAR_M = 50_000.0
+SWAP_FAR_M = 500_000.0
+# Whether any of the organisation's other fences lies within `radius_m` of (lon, lat): the caller's query.
+FencesNear = Callable[[float, float, float], Awaitable[bool]]
+
+
+async def swapped_axes_problem(fence: FenceSpec, field: str, fences_near: FencesNear) -> GeometryProblem | None:
+    """The problem of a fence that looks like [lat, lon] to the organisation's other fences, or None."""
+    where = fence.geometry if fence.kind == "circle" else fence.geometry.representative_point()
+    lon, lat = float(where.x), float(where.y)
+    if not -90.0 <= lon <= 90.0:
+        return None  # read the other way round it would be no place at all
+    if not await fences_near(lat, lon, SWAP_NEAR_M) or await fences_near(lon, lat, SWAP_FAR_M):
+        return None
+    return GeometryProblem(
+        f"{field}.coordinates",
+        f"the fence lies at lon {lon:.5f}, lat {lat:.5f}, over {SWAP_FAR_M / 1000:,.0f} km from every other fence "
+        f"of the organisation, but read as [lat, lon] it is within {SWAP_NEAR_M / 1000:,.0f} km of them: "
+        "GeoJSON positions are [lon, lat]; swap them",
+        "swapped_coordinates",
+        (lon, lat),
+    )

@@ -154,9 +154,15 @@ async def post_fix(body: FixIn, device: DeviceDep, uow: UowDep, request: Request
     return _accepted(await ingest(request, uow, device, [body]))
 
 
-@router.post("/fixes/batch", status_code=status.HTTP_202_ACCEPTED, response_model=FixAccepted)
+@router.post(
+    "/fixes/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=FixAccepted,
+    responses={409: {"description": "`batch_id` already used for different fixes"}},
+)
 async def post_fix_batch(body: FixBatchIn, device: DeviceDep, uow: UowDep, request: Request) -> Response:
-    """Up to 1,000 fixes, idempotent on `batch_id`: a replay stores nothing and says `duplicate`."""
+    """Up to 1,000 fixes, idempotent on `batch_id`: a replay of the same fixes (in any order) stores nothing and
+    says `duplicate`; the same `batch_id` with different fixes is a 409 and stores nothing."""
     return _accepted(await ingest(request, uow, device, body.fixes, batch_id=body.batch_id))
 
 

@@ -5,6 +5,8 @@ PostgreSQL, Redis and (in the cloud) an instance metadata service. Unless `webho
 (tests, or a deployment whose receivers are on its own network), a webhook may only reach globally routable
 addresses:
 - on save, a URL whose host is an IP literal or a local name outside that is refused (422) — a clear early answer;
+  an IPv6 address is judged on the IPv4 address it carries (mapped, compatible, NAT64, 6to4, Teredo), and legacy
+  IPv4 spellings (2130706433, 0x7f.1) on the address they stand for;
 - on every send, the connection itself is checked: the host is resolved here and the socket is opened to an
   address that was checked, so a name that resolves (or re-resolves, DNS rebinding) to 127.0.0.1, 10.x, 169.254.x
   or ::1 is refused. TLS still verifies the certificate for the name in the URL.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -22,29 +25,79 @@ import httpcore
 import httpx
 
 _LOCAL_NAMES = ("localhost", ".localhost", ".local", ".internal", ".localdomain", ".home.arpa")
+# NAT64 prefixes (RFC 6052, RFC 8215): the well-known one carries the IPv4 address in its last 32 bits; the
+# local-use /48 reaches a network of its operator's choosing, where the address may sit anywhere: never public.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+# Legacy IPv4 spellings that inet_aton (and so a resolver) reads as an address: 2130706433, 0x7f.1, 0177.0.0.1.
+_NUMERIC_HOST = re.compile(r"[0-9a-fx.]+")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches, however it is spelled: IPv4-mapped (::ffff:a.b.c.d),
+    IPv4-compatible (::a.b.c.d, also :: and ::1), NAT64 (64:ff9b::a.b.c.d), 6to4 (2002:aabb:ccdd::/48) and
+    Teredo (2001::/32, the client's address); None for a native IPv6 address."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    value = int(address)
+    if value >> 32 == 0 or address in _NAT64:
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
+
+
+def _global(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return address.is_global and not address.is_multicast
 
 
 def public_address(ip: str) -> bool:
-    """Globally routable unicast: not loopback, private, link-local, CGNAT, multicast, reserved or unspecified."""
+    """Globally routable unicast: not loopback, private, link-local, CGNAT, multicast, reserved or unspecified,
+    judged on the IPv4 address an IPv6 one carries (a private IPv4 target stays private however it is spelled)."""
     address = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL:
+            return False
+        embedded = embedded_ipv4(address)
+        if embedded is not None and not _global(embedded):
+            return False
+        if address.ipv4_mapped is not None:  # the socket connects to the IPv4 address itself
+            return True
+    return _global(address)
+
+
+def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a URL host names without DNS: an IP literal, or a legacy IPv4 spelling inet_aton accepts."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    if _NUMERIC_HOST.fullmatch(host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 def url_problem(url: str) -> str | None:
     """Why a webhook URL cannot be public, judged from the URL alone (names are checked again on every send)."""
-    host = (httpx.URL(url).host or "").rstrip(".").lower()
+    try:
+        host = (httpx.URL(url).host or "").rstrip(".").lower()
+    except httpx.InvalidURL as error:
+        return f"not a URL the webhook client can send to: {error}"
     if not host:
         return "the URL has no host"
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    address = ip_literal(host)
+    if address is None:
         if host == "localhost" or host.endswith(_LOCAL_NAMES[1:]) or "." not in host:
             return f"{host} is a local name; webhooks go to public addresses"
         return None
-    if not public_address(host):
-        return f"{host} is not a public address; webhooks go to public addresses"
+    if not public_address(str(address)):
+        shown = host if str(address) == host else f"{host} ({address})"
+        return f"{shown} is not a public address; webhooks go to public addresses"
     return None
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from geofences.domain import BBox, PlaceRecord, PlaceSpec
 from geofences.repository import PlaceRepository, bump_fence_version
+from geofences.validation import FencesNear
 from services.audit import record_audit
 from services.errors import NotFound
 from services.uow import UnitOfWork
@@ -177,6 +178,17 @@ async def upsert_places(
     if fences_moved:
         await _fences_changed(uow, organisation_id, fences_changed)
     return created, updated
+
+
+def other_fences_near(uow: UnitOfWork, *, organisation_id: int, except_place_id: int | None = None) -> FencesNear:
+    """Whether the organisation has a fence, other than `except_place_id`'s, within a distance of a point; for
+    judging a new fence against the organisation's others (geofences/validation.swapped_axes_problem)."""
+    places = PlaceRepository(uow.session)
+
+    async def near(lon: float, lat: float, radius_m: float) -> bool:
+        return await places.has_fence_within(organisation_id, lon, lat, radius_m, except_place_id=except_place_id)
+
+    return near
 
 
 async def all_places(uow: UnitOfWork, *, organisation_id: int) -> list[PlaceRecord]:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from geofences.index import FenceIndex
 from geofences.transitions import DeviceState, Fix, Smoothed, TransitionConfig, TransitionEvent, ZoneState, smooth, step
 from services.devices import DeviceAuth
-from services.errors import ConnectionLost, NotFound
+from services.errors import Conflict, ConnectionLost, NotFound, Problem
 from services.uow import UnitOfWork
 
 ZONES = ("building", "approach")
@@ -338,6 +338,45 @@ async def write_outbox(session: AsyncSession, event_ids: list[int]) -> None:
         )
 
 
+def _content(fixes: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """(ts, lon, lat, accuracy, speed) rows as comparable values, in no particular order (a client may resend its
+    batch reordered); None sorts apart from every number."""
+    return sorted((ts, lon, lat, acc is None, acc or 0.0, v is None, v or 0.0) for ts, lon, lat, acc, v in fixes)
+
+
+async def _replayed(session: AsyncSession, device_id: int, batch_id: str, fixes: Sequence[FixRecord]) -> int:
+    """A claimed batch id sent again: the first answer's count when the fixes are the same, else a 409.
+
+    The batch's own fixes are its record (stored in the claim's transaction, so with its `received_at`); once
+    retention has dropped them only the count can be compared.
+    """
+    count, received_at = (
+        await session.execute(
+            text("SELECT fix_count, received_at FROM fix_batches WHERE device_id = :d AND batch_id = :b"),
+            {"d": device_id, "b": batch_id},
+        )
+    ).one()
+    stored = (
+        await session.execute(
+            text(
+                "SELECT device_ts, lon, lat, accuracy_m, speed_mps FROM fixes"
+                " WHERE device_id = :d AND received_at = :at AND batch_id = :b"
+            ),
+            {"d": device_id, "at": received_at, "b": batch_id},
+        )
+    ).all()
+    same = len(fixes) == count and (
+        len(stored) != count
+        or _content(stored) == _content([(f.ts, f.lon, f.lat, f.accuracy_m, f.speed_mps) for f in fixes])
+    )
+    if not same:
+        raise Conflict(
+            "this batch_id was already used for different fixes; send new fixes with a new batch_id",
+            [Problem("batch_id", f"already used for a different batch of {count} fixes", "batch_id_reused")],
+        )
+    return int(count)
+
+
 async def record_fixes(
     uow: UnitOfWork,
     *,
@@ -368,13 +407,7 @@ async def record_fixes(
             )
         ).scalar_one_or_none()
         if claimed is None:
-            seen = (
-                await session.execute(
-                    text("SELECT fix_count FROM fix_batches WHERE device_id = :d AND batch_id = :b"),
-                    {"d": device.device_id, "b": batch_id},
-                )
-            ).scalar_one()
-            return FixOutcome(accepted=int(seen), duplicate=True)
+            return FixOutcome(accepted=await _replayed(session, device.device_id, batch_id, fixes), duplicate=True)
     # The hot path of every fix: asyncpg directly, one round trip to store the fixes and lock the state.
     driver = await _driver(session)
     locked = await driver.fetchrow(

@@ -219,9 +219,12 @@ def places(draw: st.DrawFn) -> PlaceSpec:
             geometries.append(({"type": "Point", "coordinates": [lon, lat]}, draw(st.floats(5, 5000))))
     fences = [validate_fence_geometry(g, r, LIMITS) for g, r in geometries]
     text = st.text(min_size=1, max_size=12)
-    values = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text
+    # What free-form properties may hold (validation.properties_problems): text PostgreSQL stores, 64-bit integers.
+    stored = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=12)
+    integers = st.integers(-(2**63), 2**63 - 1)
+    values = st.none() | st.booleans() | integers | st.floats(allow_nan=False, allow_infinity=False) | stored
     extra = draw(
-        st.dictionaries(text.filter(lambda k: k not in RESERVED_PROPERTIES), values | st.lists(values), max_size=4)
+        st.dictionaries(stored.filter(lambda k: k not in RESERVED_PROPERTIES), values | st.lists(values), max_size=4)
     )
     return PlaceSpec(
         name=draw(text.filter(str.strip)),
