@@ -153,7 +153,8 @@ async def live(principal: PrincipalDep, request: Request) -> StreamingResponse:
             yield b"retry: 3000\n: connected\n\n"
             last_sent = last_check = loop.time()
             while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=RECHECK_S)
+                wait = min(RECHECK_S, KEEP_ALIVE_S)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
                 channel = None if message is None else _text(message["channel"])
                 if channel == REVOCATIONS_CHANNEL or loop.time() - last_check >= RECHECK_S:
                     if not await still_authorised(request, factory, redis, principal):
