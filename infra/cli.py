@@ -73,6 +73,54 @@ def migrate() -> None:
     console.print("migrated to head")
 
 
+# ---- the container's commands (Dockerfile, infra/k8s/): one process each, in the foreground ----
+
+
+def api_argv(settings: Settings, workers: int, graceful_shutdown_s: int | None = None) -> list[str]:
+    """The API server as `up` starts it (uvicorn on the app factory, no access log, forwarded headers read only
+    by the app from trusted proxies), listening where the settings say."""
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "infra.app:create_app",
+        "--host",
+        settings.api_host,
+        "--port",
+        str(settings.api_port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--no-proxy-headers",  # X-Forwarded-For is read by infra/proxy.py, from trusted proxies only
+    ]
+    if graceful_shutdown_s is not None:  # open SSE streams must not hold a stopping pod until it is killed
+        argv += ["--timeout-graceful-shutdown", str(graceful_shutdown_s)]
+    return argv
+
+
+@app.command()
+def api(
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes (one per container is usual)")] = 1,
+    graceful_shutdown_s: Annotated[
+        int | None, typer.Option(min=0, help="on SIGTERM, close connections still open after this many seconds")
+    ] = None,
+) -> None:
+    """Serve the HTTP API in the foreground on PLACECAST_API_HOST:PLACECAST_API_PORT (no database, Redis or
+    migrations started: they are the deployment's)."""
+    argv = api_argv(get_settings(), workers, graceful_shutdown_s)
+    os.execv(argv[0], argv)  # uvicorn takes this process: SIGTERM from the container runtime reaches it
+
+
+@app.command()
+def worker() -> None:
+    """Run the arq worker in the foreground, as `python -m infra.worker` (on SIGTERM it finishes running jobs for
+    up to PLACECAST_WORKER_SHUTDOWN_WAIT_S seconds)."""
+    from infra.worker import main
+
+    main()
+
+
 @app.command("seed-demo")
 def seed_demo() -> None:
     """Load the demo organisation, Helsinki's public buildings, content and tasks (idempotent)."""
@@ -575,25 +623,7 @@ def up(
     if demo:
         seed_demo()
     python = sys.executable
-    api = _spawn(
-        settings,
-        "api",
-        [
-            python,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "infra.app:create_app",
-            "--host",
-            settings.api_host,
-            "--port",
-            str(settings.api_port),
-            "--workers",
-            str(workers),
-            "--no-access-log",
-            "--no-proxy-headers",  # X-Forwarded-For is read by infra/proxy.py, from trusted proxies only
-        ],
-    )
+    api = _spawn(settings, "api", api_argv(settings, workers))
     push_env, push_note = _push_setup(settings)
     worker = _spawn(settings, "worker", [python, "-m", "infra.worker"], env=push_env)
     base = f"http://{settings.api_host}:{settings.api_port}"
