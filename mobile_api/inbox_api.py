@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
@@ -25,6 +25,7 @@ router = APIRouter(prefix="/v1", tags=["mobile: inbox and tasks"])
 MAX_ID = 2**63 - 1  # ids are bigint: a larger cursor is a 422, not a DataError mid-stream
 RECHECK_S = 1.0  # an open stream re-checks its credential this often, so a lost revocation message still bites
 KEEP_ALIVE_S = 15.0
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]  # a larger path id is a 422, not the database's range error
 
 INBOX_SQL = (
     "SELECT id, title, body, data, place_id, content_id, task_id, created_at, opened_at FROM notifications"
@@ -57,7 +58,7 @@ async def inbox(
 
 
 @router.post("/inbox/{notification_id}/opened")
-async def mark_opened(notification_id: int, device: DeviceDep, uow: UowDep) -> dict[str, Any]:
+async def mark_opened(notification_id: RowId, device: DeviceDep, uow: UowDep) -> dict[str, Any]:
     """Marks a notification opened (the first time counts for analytics)."""
     row = (
         await uow.session.execute(
@@ -148,7 +149,7 @@ def _publish_task(request: Request, uow: UowDep, organisation_id: int, task: dic
 
 
 @router.post("/tasks/{task_id}/acknowledge")
-async def acknowledge(task_id: int, device: DeviceDep, uow: UowDep, request: Request) -> dict[str, Any]:
+async def acknowledge(task_id: RowId, device: DeviceDep, uow: UowDep, request: Request) -> dict[str, Any]:
     task = await staff_tasks.acknowledge_task(uow, device=device, task_id=task_id)
     _publish_task(request, uow, device.organisation_id, task)
     return task
@@ -160,7 +161,9 @@ class CompleteIn(BaseModel):
 
 
 @router.post("/tasks/{task_id}/complete")
-async def complete(task_id: int, body: CompleteIn, device: DeviceDep, uow: UowDep, request: Request) -> dict[str, Any]:
+async def complete(
+    task_id: RowId, body: CompleteIn, device: DeviceDep, uow: UowDep, request: Request
+) -> dict[str, Any]:
     task = await staff_tasks.complete_task(uow, device=device, task_id=task_id, note=body.note)
     _publish_task(request, uow, device.organisation_id, task)
     return task
