@@ -181,3 +181,16 @@ async def test_forwarded_for_from_loopback_does_not_spread_login_guesses(two_rep
         await redis.aclose()
     assert 429 in codes, codes
     assert codes.index(429) <= 20
+
+
+async def test_revoking_an_api_key_closes_its_live_feed(two_replicas, app, world: World) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        async with open_stream(http, f"{two_replicas[1]}/admin/v1/live", headers=world.admin) as lines:
+            async with unit_of_work(app.state.session_factory) as uow:
+                await uow.session.execute(
+                    text("UPDATE api_keys SET revoked_at = now() WHERE key_hash = encode(sha256(:k), 'hex')"),
+                    {"k": world.admin["X-API-Key"].encode()},
+                )
+            await closed_within(lines, CLOSES_WITHIN_S)
+        assert "event: revoked" in lines
+        assert (await http.get(f"{two_replicas[0]}/admin/v1/live", headers=world.admin)).status_code == 401
