@@ -130,9 +130,9 @@ def run_http_bench(devices: int = 500, seconds: int = 15, workers: int = 2) -> d
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
     with private_stack("placecast-bench-") as (root, stack_env):
-        # The devices all enrol from loopback within seconds: far past the per-address enrolment limit.
+        # The devices all enrol from loopback with one key within seconds: far past the enrolment limits.
         env = {**os.environ, **stack_env, "PLACECAST_LOG_LEVEL": "WARNING"}
-        env["PLACECAST_ENROLMENTS_PER_ADDRESS"] = "1000000"
+        env["PLACECAST_ENROLMENTS_PER_ADDRESS"] = env["PLACECAST_ENROLMENTS_PER_KEY"] = "1000000"
         return _run(root, env, devices, seconds, workers)
 
 

@@ -50,7 +50,9 @@ def _stack() -> Iterator[tuple[dict[str, str], str, RunningFake, Path]]:
             **fcm_env,
             "PLACECAST_LOG_LEVEL": "WARNING",
             "PLACECAST_OUTBOX_SWEEP_AFTER_S": "30",
-            "PLACECAST_ENROLMENTS_PER_ADDRESS": "1000000",  # 200 devices enrol from loopback at once
+            # 200 devices enrol from loopback with one key at once: past the enrolment limits.
+            "PLACECAST_ENROLMENTS_PER_ADDRESS": "1000000",
+            "PLACECAST_ENROLMENTS_PER_KEY": "1000000",
         }
         subprocess.run(
             [sys.executable, "-m", "infra.cli", "migrate"],
