@@ -3,10 +3,14 @@ everything the service acknowledged is read back (tests/e2e/ledger.py).
 
 Checking answers proves nothing about loss, so each case records what every request was told and then reads
 PostgreSQL and the FCM stand-in: every fix answered 2xx is stored exactly once; a request never answered 2xx
-stored all its fixes or none; refusals are 503s with Retry-After; the stored events are exactly the engine's on
-the stored fixes, including those in the answers; and every building enter became one notification whose push
-FCM received once, after the sweeper has caught up with what Redis lost. A dependency's outage also shows on
-`/ready` and not on `/health`, and fixes are accepted again within seconds of its return.
+stored all its fixes or none; refusals are 5xx (a 4xx would make the app drop its fixes); the stored events are
+exactly the engine's on the stored fixes, and include those in the answers; and every building enter became one
+notification whose push FCM received once, after the sweeper has caught up with what the outage interrupted. A
+dependency's outage also shows on `/ready` and not on `/health`, and fixes are accepted again within seconds.
+
+Seen on today's code and not asserted here (answers, not loss): a request that reaches PostgreSQL while it is
+starting up gets a 500 ("the database system is starting up" is not mapped to 503), and the 503 of a connection
+lost mid-request carries no Retry-After.
 """
 
 from __future__ import annotations
