@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import delete, insert, select, update
 
 from geofences.models import Place
-from infra.deps import PrincipalDep, UowDep
+from infra.deps import IdPath, PrincipalDep, UowDep
 from notifications.models import ContentItem, StaffTask
 from notifications.rules import ContentRule
 from services.audit import record_audit
@@ -138,7 +138,7 @@ async def list_content(
 
 
 @router.delete("/content/{content_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_content(content_id: int, principal: PrincipalDep, uow: UowDep) -> Response:
+async def delete_content(content_id: IdPath, principal: PrincipalDep, uow: UowDep) -> Response:
     principal.require(Role.editor)
     gone = await uow.session.execute(
         delete(ContentItem)
@@ -184,7 +184,7 @@ class StaffDevicePatch(BaseModel):
 
 @router.patch("/devices/{device_id}")
 async def update_staff_device(
-    device_id: int, body: StaffDevicePatch, principal: PrincipalDep, uow: UowDep
+    device_id: IdPath, body: StaffDevicePatch, principal: PrincipalDep, uow: UowDep
 ) -> dict[str, Any]:
     """Put a staff device in a team, or make it the team's supervisor (escalations go there)."""
     principal.require(Role.editor)

@@ -10,7 +10,7 @@ import segno
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from infra.deps import PrincipalDep, SettingsDep, UowDep
+from infra.deps import IdPath, PrincipalDep, SettingsDep, UowDep
 from infra.settings import Settings
 from services import places as place_service
 from services.checkins import issue_qr_token
@@ -35,7 +35,7 @@ async def place_token(uow: UnitOfWork, settings: Settings, organisation_id: int,
 
 
 @router.get("/places/{place_id}/qr.svg", response_class=Response)
-async def place_qr_svg(place_id: int, principal: PrincipalDep, uow: UowDep, settings: SettingsDep) -> Response:
+async def place_qr_svg(place_id: IdPath, principal: PrincipalDep, uow: UowDep, settings: SettingsDep) -> Response:
     """An SVG QR code to print at the door; checking in with it needs no location. Valid qr_token_ttl_days."""
     # The code is a credential for checking in, so the same role as POST .../qr-token issues it.
     principal.require(Role.editor)
