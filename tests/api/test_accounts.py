@@ -231,6 +231,7 @@ def viewer_requests(place_id: int) -> list[tuple[str, str, dict[str, Any]]]:
         ("DELETE", "/admin/v1/webhooks/{subscription_id}", {}),
         ("POST", "/admin/v1/webhook-deliveries/{delivery_id}/retry", {}),
         ("PATCH", "/admin/v1/organisation/settings", {"json": {"late_fix_after_s": 600}}),  # owners only
+        ("POST", "/admin/v1/organisation/qr-key/rotate", {"json": {"confirm": True}}),  # owners only
     ]
 
 
