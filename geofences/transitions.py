@@ -17,8 +17,10 @@ device-hour near walls, `bench.flap`). These rules decide on evidence:
   accumulates. Averaging positions, not per-fix verdicts, is what tells a visitor in a narrow building
   (fixes scatter out of both long walls) from a phone on the pavement (fixes scatter across one wall).
 - **Enter** when the mean position is inside by `enter_sigmas` of its uncertainty (and `min_depth_m`), or
-  at once on one fix deep enough (`enter_depth_sigmas` accuracies and `min_enter_depth_m`): a walk in with
-  outdoor accuracy is confirmed within one or two fixes.
+  at once on one fix deep enough (`enter_depth_sigmas` accuracies and `min_enter_depth_m`) from a device on the
+  move, when the fix before it was inside too or, just outside, shows a walk in (its depth rose by more than this
+  fix's accuracy at a walking pace: `approach_*`): a walk in with outdoor accuracy is confirmed within one or two
+  fixes.
 - **Exit** is deliberately harder (a false exit re-fires the next enter, the flapping people notice): the
   mean position outside by `exit_sigmas` of its uncertainty and `min_exit_margin_m` for `min_exit_s`, and
   the deciding fix itself `exit_fix_sigmas` accuracies outside. A device that has not moved since it entered
@@ -63,6 +65,13 @@ class TransitionConfig:
     enter_depth_sigmas: float = 0.5  # one fix this many accuracies deep enters at once ...
     min_enter_depth_m: float = 5.0  # ... if it is also at least this deep
     lone_fix_sigmas: float = 2.0  # a fix from a device not sitting still (new, rare, moving) enters this deep
+    # A walk in without a previous fix inside: the fix deep enough (as above), on the move, its depth risen since
+    # the previous fix by this many of its accuracies and metres, from a previous fix no farther outside than this
+    # many of that fix's accuracies, at no more than this pace (metres per second: a multipath outlier jumps).
+    approach_rise_sigmas: float = 1.0
+    approach_rise_m: float = 5.0
+    approach_from_sigmas: float = 1.0
+    approach_max_mps: float = 4.0
     settled_after_s: float = 60.0  # a device whose mean position has not moved for this long sits still ...
     settled_within_s: float = 60.0  # ... if it was seen this recently
     exit_sigmas: float = 3.5
@@ -242,6 +251,7 @@ def step(
     smoothed: Smoothed | None = None,
     mean_signed_m: Mapping[K, float] | None = None,
     late: bool = False,
+    previous_signed_m: Mapping[K, float] | None = None,
 ) -> tuple[DeviceState[K], list[TransitionEvent[K]]]:
     """Apply one fix.
 
@@ -251,7 +261,9 @@ def step(
     `smooth(state, fix, config)` and `mean_signed_m` the same distances for its position (zones containing
     it included); without them the fix alone is the mean. `zone_configs` gives zones their place's tuned
     config. `late`: the fix reached the server late; its events, and a later dwell of a zone it entered, are
-    flagged late. Events of one fix come exits first, then enters, then dwells.
+    flagged late. `previous_signed_m`: for zones containing the fix but not the previous accepted fix, that fix's
+    signed distance (a walk in, `_approached`); without it a fast enter needs the previous fix inside.
+    Events of one fix come exits first, then enters, then dwells.
     """
     verdict = assess(state, fix, config)
     if verdict == "ignore":
@@ -287,7 +299,10 @@ def step(
             (
                 depth >= max(zone_config.enter_depth_sigmas * sigma, zone_config.min_enter_depth_m)
                 and _on_the_move(state, fix.ts, zone_config)
-                and key in state.last_depths
+                and (
+                    key in state.last_depths
+                    or _approached(state, fix, previous_signed_m, key, depth, sigma, zone_config)
+                )
             )
             or (
                 depth >= max(zone_config.lone_fix_sigmas * sigma, zone_config.min_enter_depth_m)
@@ -300,6 +315,30 @@ def step(
     _dwell(zones, events, fix.ts, config, zone_configs, late, signed_m)
     depths = {key: depth for key, depth in signed_m.items() if depth >= 0}
     return DeviceState(fix.ts, fix.lon, fix.lat, zones, 0, fix.accuracy_m, fix.ts, smoothed, depths), events
+
+
+def _approached(
+    state: DeviceState[K],
+    fix: Fix,
+    previous_signed_m: Mapping[K, float] | None,
+    key: K,
+    depth: float,
+    sigma: float,
+    config: TransitionConfig,
+) -> bool:
+    """Whether the fix, first inside the zone, comes from a walk in: the previous fix just outside (within
+    `approach_from_sigmas` of its accuracy), and the depth risen since by `approach_rise_sigmas` of this fix's
+    accuracy (and `approach_rise_m`), no faster than `approach_max_mps` (a multipath outlier jumps farther). One
+    fix of noise along a wall rises by less than its accuracy; a walker at 10 s intervals gains 11-16 m."""
+    previous = None if previous_signed_m is None else previous_signed_m.get(key)
+    if previous is None or state.last_ts is None:
+        return False
+    rise = depth - previous
+    return (
+        previous >= -config.approach_from_sigmas * max(state.last_accuracy_m, config.min_sigma_m)
+        and rise >= max(config.approach_rise_m, config.approach_rise_sigmas * sigma)
+        and rise <= config.approach_max_mps * (fix.ts - state.last_ts)
+    )
 
 
 def _on_the_move(state: DeviceState[K], ts: float, config: TransitionConfig) -> bool:

@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     enter_depth_sigmas: float = Field(default=_RULES.enter_depth_sigmas, ge=0)
     min_enter_depth_m: float = Field(default=_RULES.min_enter_depth_m, ge=0)
     lone_fix_sigmas: float = Field(default=_RULES.lone_fix_sigmas, ge=0)
+    approach_rise_sigmas: float = Field(default=_RULES.approach_rise_sigmas, ge=0)
+    approach_rise_m: float = Field(default=_RULES.approach_rise_m, ge=0)
+    approach_from_sigmas: float = Field(default=_RULES.approach_from_sigmas, ge=0)
+    approach_max_mps: float = Field(default=_RULES.approach_max_mps, gt=0)  # metres per second
     settled_after_s: float = Field(default=_RULES.settled_after_s, ge=0)
     settled_within_s: float = Field(default=_RULES.settled_within_s, ge=0)
     exit_sigmas: float = Field(default=_RULES.exit_sigmas, ge=0)

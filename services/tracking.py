@@ -159,7 +159,13 @@ def run_transitions(
             )
         late = received_at is not None and is_late(fix.ts, received_at, late_after_s)
         configs = _zone_configs(index, keys, config)
-        state, new = step(state, fix, signed, config, configs, smoothed, mean_signed, late)
+        # Zones the fix is in and the previous accepted fix was not: where that fix was (a walk in?). Rare: one more
+        # index call only when a fix crosses into a zone.
+        fresh = [key for key in inside[position] if key not in state.last_depths]
+        previous_signed = None
+        if fresh and state.last_lon is not None and state.last_lat is not None:
+            previous_signed = _signed(index, fresh, [(set(), state.last_lon, state.last_lat)])[0]
+        state, new = step(state, fix, signed, config, configs, smoothed, mean_signed, late, previous_signed)
         events += new
     return state, events
 

@@ -36,7 +36,11 @@ def apply(state: State, f: Fix, config: TransitionConfig = CONFIG) -> tuple[Stat
     mean = smooth(state, f, config)
     at_fix = {"F": -x_of(f.lon)} if x_of(f.lon) <= 0 or "F" in state.fences else {}
     at_mean = {"F": -x_of(mean.lon)} if x_of(mean.lon) <= 0 or "F" in state.fences else {}
-    return step(state, f, at_fix, config, None, mean, at_mean)
+    # As run_transitions does: where the previous fix was, for a zone this fix is in and that one was not.
+    previous = (
+        {"F": -x_of(state.last_lon)} if "F" in at_fix and "F" not in state.last_depths and state.last_lon else None
+    )
+    return step(state, f, at_fix, config, None, mean, at_mean, previous_signed_m=previous)
 
 
 def run(fixes: Sequence[Fix], config: TransitionConfig = CONFIG) -> tuple[State, list[TransitionEvent[str]]]:
@@ -82,6 +86,19 @@ def test_a_walk_in_is_confirmed_within_two_fixes_of_the_crossing() -> None:
     _, events = run(walk(60, -60, 86, every_s=5))
     enters = [e for e in events if e.kind == "enter"]
     assert len(enters) == 1 and 43 <= enters[0].ts <= 43 + 15
+
+
+def test_a_walk_in_enters_on_the_first_fix_inside_when_its_depth_rose_at_a_walking_pace() -> None:
+    # 10 s fixes, 1.4 m/s: 4 m outside, then 10 m inside (rose 14 m, more than the fix's 8 m accuracy).
+    before = [fix(0, 60, 8.0), fix(10, 46, 8.0), fix(20, 32, 8.0), fix(30, 18, 8.0), fix(40, 4, 8.0)]
+    _, events = run([*before, fix(50, -10, 8.0)])
+    assert kinds(events) == ["enter"] and events[0].ts == 50
+    # Risen by less than the fix's accuracy (noise along a wall can do that): the next fix inside decides.
+    _, events = run([*before, fix(50, -6, 12.0)])
+    assert events == []
+    # Faster than approach_max_mps (a multipath fix, not a walker): nothing.
+    _, events = run([*before[:-1], fix(40, 2, 8.0), fix(42, -12, 8.0)])
+    assert events == []
 
 
 def test_a_walk_in_and_out_is_one_enter_and_one_exit() -> None:
