@@ -43,13 +43,15 @@ CredentialDep = Annotated[str, Depends(_credential)]
 
 
 async def _device(request: Request, uow: UowDep, credential: CredentialDep) -> DeviceAuth:
-    device = await authenticate_device(uow.session, credential)
+    # Reads take no row lock (see authenticate_device); anything that writes holds the row against rotate/erase.
+    reading = request.method in ("GET", "HEAD")
+    device = await authenticate_device(uow.session, credential, lock=None if reading else "key share")
     await rate_limit(request, device)
     return device
 
 
 async def _device_for_change(request: Request, uow: UowDep, credential: CredentialDep) -> DeviceAuth:
-    device = await authenticate_device(uow.session, credential, for_change=True)
+    device = await authenticate_device(uow.session, credential, lock="update")
     await rate_limit(request, device)
     return device
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -47,22 +47,25 @@ async def register_device(session: AsyncSession, *, organisation_id: int, fields
     return int(device_id), credential
 
 
-async def authenticate_device(session: AsyncSession, credential: str, *, for_change: bool = False) -> DeviceAuth:
+async def authenticate_device(
+    session: AsyncSession, credential: str, *, lock: Literal["key share", "update"] | None = "key share"
+) -> DeviceAuth:
     """The device whose credential this is, looked up in PostgreSQL on every request (no cache: a rotated or
     erased credential fails on every API process the moment the change commits).
 
-    The device's row stays locked until the request's transaction ends: `FOR KEY SHARE` (requests of one device
-    still run side by side) conflicts with rotating the credential and with erasing, so those wait for requests
-    already authenticated, and a request arriving meanwhile re-reads the row once they commit and is refused.
-    `for_change` (rotate, erase) takes `FOR UPDATE` at once: two such requests then queue instead of deadlocking
-    on upgrading their shared locks.
+    With `lock`, the device's row stays locked until the request's transaction ends. `key share` (requests of one
+    device still run side by side) conflicts with rotating the credential and with erasing, so those wait for
+    requests already authenticated, and a request arriving meanwhile re-reads the row once they commit and is
+    refused: no fix is stored for an erased device, no request runs on with a rotated credential. `update` (rotate,
+    erase) takes the row at once: two such requests then queue instead of deadlocking on upgrading shared locks.
+    None (reads): a row lock gives the transaction an id, and so a WAL flush at commit that a read need not pay.
     """
     statement = select(Device.id, Device.organisation_id, Device.role).where(
         Device.credential_hash == hash_secret(credential), Device.revoked_at.is_(None)
     )
-    row = (
-        await session.execute(statement.with_for_update() if for_change else statement.with_for_update(key_share=True))
-    ).first()
+    if lock is not None:
+        statement = statement.with_for_update(key_share=lock == "key share")
+    row = (await session.execute(statement)).first()
     if row is None:
         raise Unauthorized("unknown or revoked device credential")
     return DeviceAuth(device_id=row.id, organisation_id=row.organisation_id, role=str(row.role))
