@@ -20,8 +20,8 @@ import pytest
 from infra.stack import free_port, start_api
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-# Per operation and phase; about a minute for both APIs on two cores.
-EXAMPLES = 25
+# Per operation and phase; about two minutes for both APIs on two cores.
+EXAMPLES = 20
 # Server-sent event streams stay open while the client listens: a request never ends, so they are left out.
 STREAMS = r"^/(v1/inbox/stream|admin/v1/live|admin/v1/imports/\{import_id\}/events)$"
 # These end the credential the run authenticates with; everything after them would only see 401.
@@ -59,7 +59,9 @@ async def keys(app, client) -> dict[str, str]:
 def schemathesis(url: str, tmp_path: Path, path_regex: str, headers: dict[str, str], exclude: list[str]) -> None:
     args = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", f"{url}/openapi.json"]
     args += ["--checks", "all", "--generation-with-security-parameters", "false"]
-    args += ["--max-examples", str(EXAMPLES), "--workers", "2", "--no-color", "--request-timeout", "10"]
+    # One worker: CPython 3.11's compile() in concurrent threads can fail ("AST constructor recursion depth
+    # mismatch") inside schemathesis' coverage phase.
+    args += ["--max-examples", str(EXAMPLES), "--workers", "1", "--no-color", "--request-timeout", "10"]
     args += ["--include-path-regex", path_regex, "--exclude-path-regex", STREAMS]
     args += ["--generation-database", "none", "--report", "junit", "--report-dir", str(tmp_path)]
     if os.environ.get("CI"):
