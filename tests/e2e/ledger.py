@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import signal
 import time
 from collections import Counter, defaultdict
@@ -184,9 +185,13 @@ class Dependencies:
             _kill(int((self.pg.data_dir / "postmaster.pid").read_text().split()[0]), signal.SIGQUIT)
         elif (service, how) == ("redis", "stop"):
             self.redis.stop()  # SIGTERM: Redis writes its append-only file and exits
-        elif (service, how) == ("redis", "kill"):
-            _kill(int(self.redis.pidfile.read_text()), signal.SIGKILL)  # the last second of its file is lost
+        elif service == "redis" and how in ("kill", "wipe"):
+            _kill(int(self.redis.pidfile.read_text()), signal.SIGKILL)  # what it wrote to its file survives
             self.redis.pidfile.unlink(missing_ok=True)
+            if how == "wipe":  # it comes back empty, as after a failover to a replica that was behind
+                shutil.rmtree(self.redis.data_dir / "appendonlydir", ignore_errors=True)
+                for saved in [*self.redis.data_dir.glob("*.aof"), *self.redis.data_dir.glob("*.rdb")]:
+                    saved.unlink()
         else:
             raise ValueError(f"unknown outage {service} {how}")
 
