@@ -30,6 +30,7 @@ COPY admin/ admin/
 COPY bench/ bench/
 COPY geofences/ geofences/
 COPY infra/ infra/
+COPY kernel/ kernel/
 COPY mobile_api/ mobile_api/
 COPY notifications/ notifications/
 COPY services/ services/

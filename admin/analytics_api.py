@@ -16,8 +16,8 @@ from sqlalchemy import text
 
 from infra.deps import PrincipalDep, UowDep
 from infra.http import IsoDate
+from kernel.errors import Problem, ValidationFailed
 from services.activity import EARLIEST, LATEST
-from services.errors import Problem, ValidationFailed
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: analytics"])
 

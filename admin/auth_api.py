@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from infra.deps import SessionDep, UowDep, require_csrf
 from infra.proxy import client_host, is_https
+from kernel.errors import Unauthorized
 from services import accounts
-from services.errors import Unauthorized
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: session"])
 

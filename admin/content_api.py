@@ -13,13 +13,13 @@ from sqlalchemy import delete, insert, select, update
 
 from geofences.models import Place
 from infra.deps import IdPath, PrincipalDep, UowDep
+from kernel.audit import record_audit
+from kernel.errors import NotFound, Problem, ValidationFailed
+from kernel.uow import UnitOfWork
 from notifications.models import ContentItem, StaffTask
 from notifications.rules import ContentRule
-from services.audit import record_audit
-from services.errors import NotFound, Problem, ValidationFailed
 from services.models import Device, Role
 from services.orgs import Principal
-from services.uow import UnitOfWork
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: content and tasks"])
 

@@ -25,8 +25,8 @@ from geofences.activity import EVENT_COLUMNS, VISIT_COLUMNS, EventFilter, VisitF
 from infra.deps import MAX_ID, PrincipalDep, SettingsDep, UowDep
 from infra.http import IsoDateTime
 from infra.settings import Settings
+from kernel.errors import Problem, ValidationFailed
 from services import activity
-from services.errors import Problem, ValidationFailed
 from services.models import Role
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: activity"])

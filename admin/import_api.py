@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from admin.live_api import KEEP_ALIVE_S, SSE_HEADERS, sse, subscribed
 from geofences.osm_import import DEFAULT_PUBLIC_TAGS, parse_tag_filter
 from infra.deps import PrincipalDep
-from services.errors import NotFound, Problem, Unavailable, ValidationFailed
+from kernel.errors import NotFound, Problem, Unavailable, ValidationFailed
 from services.imports import (
     IMPORT_ID,
     TERMINAL,

@@ -26,8 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.deps import PrincipalDep
+from kernel.errors import Forbidden, Unauthorized, Unavailable
 from services.accounts import REVOCATIONS_CHANNEL, SESSION_COOKIE, load_session, principal_for_user
-from services.errors import Forbidden, Unauthorized, Unavailable
 from services.orgs import Principal, authenticate_api_key
 
 log = structlog.get_logger(__name__)

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from infra.deps import PrincipalDep, SettingsDep, UowDep
 from infra.settings import Settings
+from kernel.errors import Problem, ValidationFailed
 from mobile_api.schemas import MAX_FIX_AGE
 from services import orgs
-from services.errors import Problem, ValidationFailed
 from services.models import Role
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: organisation"])

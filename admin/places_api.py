@@ -24,8 +24,8 @@ from geofences.schemas import (
 )
 from geofences.validation import FencesNear, GeometryProblem, swapped_axes_problem
 from infra.deps import MAX_ID, IdPath, PrincipalDep, SettingsDep, UowDep
+from kernel.errors import Problem, ValidationFailed
 from services import places as place_service
-from services.errors import Problem, ValidationFailed
 from services.models import Role
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: places"])

@@ -12,10 +12,10 @@ from fastapi.responses import Response
 
 from infra.deps import IdPath, PrincipalDep, SettingsDep, UowDep
 from infra.settings import Settings
+from kernel.uow import UnitOfWork
 from services import places as place_service
 from services.checkins import issue_qr_token
 from services.models import Role
-from services.uow import UnitOfWork
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: places"])
 

@@ -10,13 +10,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from infra.deps import MAX_ID, IdPath, PrincipalDep, SettingsDep, UowDep
+from kernel.errors import Problem, ValidationFailed
+from kernel.sealing import Sealer
 from notifications import webhooks
 from notifications.egress import url_problem
 from notifications.rules import EventKind
 from notifications.webhook_repository import DeliveryRecord, SubscriptionRecord
-from services.errors import Problem, ValidationFailed
 from services.models import Role
-from services.sealing import Sealer
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: webhooks"])
 

@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, IdMixin, TimestampMixin
+from kernel.db import Base, IdMixin, TimestampMixin
 
 
 class Place(IdMixin, TimestampMixin, Base):

@@ -12,7 +12,7 @@ from geofences.domain import FenceSpec, GeometryLimits, PlaceRecord, PlaceSpec
 from geofences.tuning import ALLOWED as GPS_TUNABLES
 from geofences.tuning import check_gps_tuning
 from geofences.validation import GeometryValidationError, properties_problems, validate_fence_geometry
-from services.errors import Problem, ValidationFailed
+from kernel.errors import Problem, ValidationFailed
 
 
 def _check_timezone(value: str | None) -> str | None:

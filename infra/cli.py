@@ -149,9 +149,9 @@ DEMO_ADMIN = "admin@demo.placecast"
 
 def _demo_admin(organisation_id: int, password_file: Path) -> None:
     """The demo's UI login: owner of the demo organisation; a lost password file means a new password."""
+    from kernel.uow import unit_of_work
     from services.accounts import add_membership, create_user, find_user_id, generate_password, set_password
     from services.models import Role
-    from services.uow import unit_of_work
 
     password = generate_password()
 
@@ -176,9 +176,9 @@ def _demo_admin(organisation_id: int, password_file: Path) -> None:
 @app.command("create-org")
 def create_org(name: str, slug: str) -> None:
     """Create an organisation and print an owner API key for it."""
+    from kernel.uow import unit_of_work
     from services.models import Role
     from services.orgs import create_api_key, create_organisation
-    from services.uow import unit_of_work
 
     async def work(factory: Any) -> str:
         async with unit_of_work(factory) as uow:
@@ -199,10 +199,10 @@ def create_admin(
     if role not in ("owner", "editor", "viewer"):
         console.print("[red]--role is owner, editor or viewer[/red]")
         raise typer.Exit(2)
+    from kernel.errors import DomainError
+    from kernel.uow import unit_of_work
     from services.accounts import add_membership, create_user, find_user_id, generate_password, set_password
-    from services.errors import DomainError
     from services.models import Role
-    from services.uow import unit_of_work
 
     chosen = password or generate_password()
 
@@ -244,9 +244,9 @@ def create_key(
     if purpose not in ("admin", "enrolment") or role not in ("owner", "editor", "viewer"):
         console.print("[red]--purpose is admin or enrolment; --role is owner, editor or viewer[/red]")
         raise typer.Exit(2)
+    from kernel.uow import unit_of_work
     from services.models import Role
     from services.orgs import create_api_key
-    from services.uow import unit_of_work
 
     async def work(factory: Any) -> str:
         organisation_id = await _org_id(factory, org)
@@ -273,9 +273,9 @@ def org_settings(
     if late_fix_after_s is not None and service_default:
         console.print("[red]give --late-fix-after-s or --service-default, not both[/red]")
         raise typer.Exit(2)
+    from kernel.errors import DomainError
+    from kernel.uow import unit_of_work
     from services import orgs
-    from services.errors import DomainError
-    from services.uow import unit_of_work
 
     async def work(factory: Any) -> orgs.OrganisationSettings:
         organisation_id = await _org_id(factory, org)
@@ -307,8 +307,8 @@ def import_osm(
 ) -> None:
     """Import public buildings from OpenStreetMap, idempotent on the OSM id (a re-import updates)."""
     from geofences.osm_import import DEFAULT_PUBLIC_TAGS, parse_tag_filter, read_osm_places
+    from kernel.uow import unit_of_work
     from services.places import upsert_places
-    from services.uow import unit_of_work
 
     settings = get_settings()
     try:
@@ -360,8 +360,8 @@ def import_geojson(
 ) -> None:
     """Import a GeoJSON FeatureCollection of places (idempotent on external_ref / feature id)."""
     from geofences.geojson_io import features_to_places
+    from kernel.uow import unit_of_work
     from services.places import upsert_places
-    from services.uow import unit_of_work
 
     specs, refused = features_to_places(json.loads(path.read_text()), get_settings().geometry_limits)
 
@@ -385,8 +385,8 @@ def export_geojson(
 ) -> None:
     """Export the organisation's places with their fences as a GeoJSON FeatureCollection."""
     from geofences.geojson_io import places_to_feature_collection
+    from kernel.uow import unit_of_work
     from services.places import all_places
-    from services.uow import unit_of_work
 
     async def load(factory: Any) -> dict[str, Any]:
         organisation_id = await _org_id(factory, org)
@@ -419,8 +419,8 @@ def events(
 ) -> None:
     """The events the geofence engine recorded, newest first: a table, or CSV with --csv (streamed)."""
     from geofences.activity import EVENT_COLUMNS, EventFilter, EventRow
+    from kernel.errors import DomainError
     from services import activity
-    from services.errors import DomainError
 
     try:
         kinds = activity.parse_kinds(kind, field="--kind")

@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from geofences.models import Place
 from geofences.osm_import import DEFAULT_PUBLIC_TAGS, read_osm_places
 from infra.settings import PROJECT_ROOT
+from kernel.uow import unit_of_work
 from notifications.models import ContentItem, StaffTask
 from services.models import Role
 from services.orgs import create_api_key, get_or_create_organisation
 from services.places import upsert_places
-from services.uow import unit_of_work
 
 DEMO_EXTRACT = PROJECT_ROOT / "tests" / "data" / "osm" / "helsinki-centre.osm.pbf"
 DEMO_SLUG = "demo"

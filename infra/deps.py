@@ -14,10 +14,10 @@ from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from infra.settings import Settings
+from kernel.errors import Forbidden, Problem, Unauthorized, ValidationFailed
+from kernel.uow import UnitOfWork, unit_of_work
 from services.accounts import SESSION_COOKIE, AdminSession, load_session, principal_for_user
-from services.errors import Forbidden, Problem, Unauthorized, ValidationFailed
 from services.orgs import Principal, authenticate_api_key
-from services.uow import UnitOfWork, unit_of_work
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -24,7 +24,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geofences.validation import GeometryValidationError
-from services.errors import ConnectionLost, DomainError, Problem, RateLimited
+from kernel.errors import ConnectionLost, DomainError, Problem, RateLimited
 
 log = structlog.get_logger(__name__)
 

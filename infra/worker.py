@@ -15,13 +15,13 @@ from infra.app import redis_settings
 from infra.db import make_engine, make_session_factory
 from infra.logging import configure_logging
 from infra.settings import Settings, get_settings
+from kernel.sealing import Sealer
+from kernel.uow import unit_of_work
 from notifications.egress import webhook_client
 from notifications.push import PushMessage, PushOutcome
 from notifications.tasks import deliver_events, deliver_pending, send_webhooks, sweep
 from services.imports import run_import
 from services.retention import ensure_partitions, purge_old_fixes
-from services.sealing import Sealer
-from services.uow import unit_of_work
 
 log = structlog.get_logger(__name__)
 

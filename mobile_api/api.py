@@ -13,6 +13,7 @@ from geofences.transitions import TransitionConfig
 from infra.deps import UowDep
 from infra.http import ORJSONResponse
 from infra.settings import Settings
+from kernel.uow import UnitOfWork
 from mobile_api.deps import DeviceChangeDep, DeviceDep, EnrolmentDep, announce_revocation
 from mobile_api.schemas import (
     DeviceIn,
@@ -28,7 +29,6 @@ from mobile_api.schemas import (
 from services import checkins, devices
 from services.devices import DeviceAuth
 from services.tracking import FixOutcome, FixRecord, record_fixes
-from services.uow import UnitOfWork
 
 router = APIRouter(prefix="/v1", tags=["mobile"])
 

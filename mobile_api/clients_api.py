@@ -21,13 +21,13 @@ from fastapi.responses import Response
 
 from infra.deps import UowDep
 from infra.http import ORJSONResponse, error_body
+from kernel.errors import Conflict, DomainError, Unauthorized
+from kernel.uow import UnitOfWork
 from mobile_api.api import ingest
 from mobile_api.deps import authenticate_enrolment, rate_limit
 from mobile_api.protocols import ProtocolError, parse_osmand_json, parse_osmand_params, parse_owntracks
 from services import devices
 from services.devices import DeviceAuth
-from services.errors import Conflict, DomainError, Unauthorized
-from services.uow import UnitOfWork
 
 router = APIRouter(prefix="/v1", tags=["mobile: client protocols"])
 

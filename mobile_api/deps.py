@@ -11,12 +11,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from infra.deps import UowDep
 from infra.proxy import client_host
 from infra.settings import Settings
+from kernel.errors import Unauthorized
+from kernel.uow import UnitOfWork
 from notifications.tasks import INBOX_CHANNEL
 from services.devices import DeviceAuth, authenticate_device
-from services.errors import Unauthorized
 from services.orgs import Principal, authenticate_api_key
 from services.ratelimit import check_rate
-from services.uow import UnitOfWork
 
 _bearer = HTTPBearer(auto_error=False, description="Device credential from registration")
 REVOKED = "revoked"  # on the device's inbox channel: its open streams re-check their credential at once

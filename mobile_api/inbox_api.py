@@ -15,10 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.deps import UowDep
+from kernel.errors import NotFound
 from mobile_api.deps import REVOKED, CredentialDep, DeviceDep
 from notifications.tasks import INBOX_CHANNEL, LIVE_CHANNEL
 from services import devices, staff_tasks
-from services.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["mobile: inbox and tasks"])
 

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from kernel.uow import unit_of_work
 from notifications.push import PushMessage, PushOutcome, PushSender
-from services.uow import unit_of_work
 
 LEASE_S = 60
 MAX_ATTEMPTS = 6

@@ -9,7 +9,7 @@ from sqlalchemy import ARRAY, Boolean, CheckConstraint, ForeignKey, Index, Integ
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, IdMixin, TimestampMixin
+from kernel.db import Base, IdMixin, TimestampMixin
 
 TARGET = "(place_id IS NOT NULL) <> (place_kind IS NOT NULL)"
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
+from kernel.audit import record_audit
+from kernel.uow import UnitOfWork
 from notifications import repository as repo
 from notifications.rules import EventFacts, History, evaluate, local_day_start
-from services.audit import record_audit
-from services.uow import UnitOfWork
 
 
 @dataclass

@@ -11,12 +11,12 @@ import orjson
 import structlog
 from sqlalchemy import text
 
+from kernel.uow import unit_of_work
 from notifications.delivery import send_deliveries
+from notifications.escalation import escalate_overdue
 from notifications.pipeline import process_events
 from notifications.queue import schedule_window, take_pending
-from notifications.staff_tasks import escalate_overdue
 from notifications.webhooks import enqueue_for_events, send_due
-from services.uow import unit_of_work
 
 log = structlog.get_logger(__name__)
 INBOX_CHANNEL = "placecast:inbox:{}"

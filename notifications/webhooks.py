@@ -27,6 +27,10 @@ import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from kernel.audit import record_audit
+from kernel.errors import Conflict, NotFound
+from kernel.sealing import Sealer, SealError
+from kernel.uow import UnitOfWork, unit_of_work
 from notifications.rules import EventKind
 from notifications.webhook_repository import (
     DeliveryRecord,
@@ -35,10 +39,6 @@ from notifications.webhook_repository import (
     SubscriptionRecord,
     WebhookRepository,
 )
-from services.audit import record_audit
-from services.errors import Conflict, NotFound
-from services.sealing import Sealer, SealError
-from services.uow import UnitOfWork, unit_of_work
 
 log = structlog.get_logger(__name__)
 

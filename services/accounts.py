@@ -19,7 +19,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.errors import Conflict, Forbidden, Problem, RateLimited, Unauthorized, Unavailable, ValidationFailed
+from kernel.errors import Conflict, Forbidden, Problem, RateLimited, Unauthorized, Unavailable, ValidationFailed
 from services.models import Membership, Role, User
 from services.orgs import Principal
 

@@ -24,8 +24,8 @@ from geofences.activity import (
     VisitFilter,
     VisitRow,
 )
-from services.errors import Problem, ValidationFailed
-from services.uow import UnitOfWork
+from kernel.errors import Problem, ValidationFailed
+from kernel.uow import UnitOfWork
 
 # No fix is accepted from before 2000 (mobile_api/schemas.py); nothing this service records is after 2100.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)

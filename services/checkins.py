@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
+from kernel.errors import Forbidden, NotFound, Problem, ValidationFailed
+from kernel.uow import UnitOfWork
 from services import orgs
 from services.devices import DeviceAuth
-from services.errors import Forbidden, NotFound, Problem, ValidationFailed
 from services.tracking import RecordedEvent, current_visit, lock_state, open_visit, write_outbox
-from services.uow import UnitOfWork
 
 
 def _sign(key: bytes, message: str) -> str:

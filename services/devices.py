@@ -12,8 +12,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from geofences.models import DeviceState, Event, Fix, Visit
+from kernel.errors import Conflict, Unauthorized
 from notifications.models import Notification
-from services.errors import Conflict, Unauthorized
 from services.models import Device
 from services.orgs import hash_secret
 

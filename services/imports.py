@@ -27,9 +27,9 @@ from geofences.geojson_io import features_to_places
 from geofences.osm_import import TagFilter, read_osm_places
 from geofences.registry import publish_fence_change
 from geofences.validation import GeometryValidationError
-from services.errors import Problem, Unavailable
+from kernel.errors import Problem, Unavailable
+from kernel.uow import unit_of_work
 from services.places import upsert_places
-from services.uow import unit_of_work
 
 log = structlog.get_logger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     ARRAY,
@@ -12,7 +11,6 @@ from sqlalchemy import (
     Boolean,
     Enum,
     ForeignKey,
-    Index,
     Integer,
     String,
     Text,
@@ -22,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, IdMixin, TimestampMixin
+from kernel.db import Base, IdMixin, TimestampMixin
 
 
 class Role(enum.StrEnum):
@@ -107,15 +105,3 @@ class Device(IdMixin, TimestampMixin, Base):
     is_supervisor: Mapped[bool] = mapped_column(Boolean, server_default="false")
     last_seen_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
-
-
-class AuditLog(IdMixin, Base):
-    __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_org_at", "organisation_id", "at"),)
-    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
-    actor: Mapped[str] = mapped_column(String(200))
-    action: Mapped[str] = mapped_column(String(80))
-    entity: Mapped[str] = mapped_column(String(80))
-    entity_id: Mapped[int | None]
-    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
-    at: Mapped[datetime] = mapped_column(server_default=func.now())

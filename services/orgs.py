@@ -11,10 +11,10 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.audit import record_audit
-from services.errors import Conflict, Forbidden, NotFound, Problem, Unauthorized, ValidationFailed
+from kernel.audit import record_audit
+from kernel.errors import Conflict, Forbidden, NotFound, Problem, Unauthorized, ValidationFailed
+from kernel.sealing import Sealer, SealError
 from services.models import ApiKey, Organisation, Role
-from services.sealing import Sealer, SealError
 
 ROLE_RANK = {Role.viewer: 0, Role.editor: 1, Role.owner: 2}
 

@@ -8,9 +8,9 @@ from typing import Any
 from geofences.domain import BBox, PlaceRecord, PlaceSpec
 from geofences.repository import PlaceRepository, bump_fence_version
 from geofences.validation import FencesNear
-from services.audit import record_audit
-from services.errors import NotFound
-from services.uow import UnitOfWork
+from kernel.audit import record_audit
+from kernel.errors import NotFound
+from kernel.uow import UnitOfWork
 
 FencesChanged = Callable[[int], Awaitable[None]]
 # The place's fields the fence index holds besides its fences: changing one is a fence change.

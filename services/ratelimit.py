@@ -6,7 +6,7 @@ import time
 
 from redis.asyncio import Redis
 
-from services.errors import RateLimited
+from kernel.errors import RateLimited
 
 # INCR and set the expiry on the window's first hit, atomically and in one call.
 _COUNT = """

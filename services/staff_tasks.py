@@ -7,10 +7,10 @@ from typing import Any
 
 from sqlalchemy import text
 
-from services.audit import record_audit
+from kernel.audit import record_audit
+from kernel.errors import Conflict, Forbidden, NotFound
+from kernel.uow import UnitOfWork
 from services.devices import DeviceAuth
-from services.errors import Conflict, Forbidden, NotFound
-from services.uow import UnitOfWork
 
 FIELDS = (
     "id, place_id, place_kind, team, title, body, status, ack_within_s, assigned_device_id, notified_at,"

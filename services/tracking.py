@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from geofences.index import FenceIndex
 from geofences.transitions import DeviceState, Fix, Smoothed, TransitionConfig, TransitionEvent, ZoneState, smooth, step
+from kernel.errors import Conflict, ConnectionLost, NotFound, Problem
+from kernel.uow import UnitOfWork
 from services.devices import DeviceAuth
-from services.errors import Conflict, ConnectionLost, NotFound, Problem
-from services.uow import UnitOfWork
 
 ZONES = ("building", "approach")
 ZoneKey = tuple[int, int]  # (fence_id, zone code: 0 building, 1 approach)

@@ -75,8 +75,8 @@ async def org(app):
     """A fresh organisation with an editor key; returns (organisation_id, headers)."""
     import secrets
 
+    from kernel.uow import unit_of_work
     from services.orgs import create_api_key, create_organisation
-    from services.uow import unit_of_work
 
     slug = "org-" + secrets.token_hex(4)
     async with unit_of_work(app.state.session_factory) as uow:

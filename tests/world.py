@@ -28,8 +28,8 @@ class World:
 
 @pytest.fixture
 async def world(client, app) -> World:
+    from kernel.uow import unit_of_work
     from services.orgs import create_api_key, create_organisation
-    from services.uow import unit_of_work
 
     slug = "m-" + secrets.token_hex(4)
     async with unit_of_work(app.state.session_factory) as uow:

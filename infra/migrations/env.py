@@ -6,8 +6,9 @@ from alembic import context
 from geoalchemy2 import alembic_helpers
 from sqlalchemy import create_engine, pool
 
-import services.models  # noqa: F401  (registers tables on Base.metadata)
-from infra.db import Base
+import kernel.audit  # noqa: F401  (registers tables on Base.metadata)
+import services.models  # noqa: F401
+from kernel.db import Base
 from infra.settings import get_settings
 
 config = context.config

@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 
 from admin import register_admin_routers
 from infra.cli import app as cli
+from kernel.uow import unit_of_work
 from services.accounts import create_user
 from services.models import Role
 from services.orgs import create_api_key, create_organisation
-from services.uow import unit_of_work
 from tests.world import BLOCK, World
 
 PASSWORD = "correct horse battery staple"

@@ -21,10 +21,10 @@ from sqlalchemy import text
 
 from admin import register_admin_routers
 from infra.stack import free_port
+from kernel.uow import unit_of_work
 from services.accounts import create_user
 from services.checkins import verify_qr_token
 from services.models import Role
-from services.uow import unit_of_work
 from tests.world import BLOCK, FAR_OUTSIDE, INSIDE, World, fix, register
 
 

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from kernel.uow import unit_of_work
 from services.accounts import create_user
 from services.models import Role
-from services.uow import unit_of_work
 from tests.world import INSIDE, World, register
 
 

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from kernel.uow import unit_of_work
 from services.models import Role
 from services.orgs import create_api_key, create_organisation
-from services.uow import unit_of_work
 from tests.world import BLOCK, FAR_OUTSIDE, INSIDE, World, fix, register
 
 EVENT_FIELDS = [

@@ -182,7 +182,7 @@ async def test_delivery_refuses_an_ipv6_spelling_of_loopback() -> None:
 async def _stored_fixes(app: Any, batch_id: str) -> int:
     from sqlalchemy import text
 
-    from services.uow import unit_of_work
+    from kernel.uow import unit_of_work
 
     async with unit_of_work(app.state.session_factory) as uow:
         query = text("SELECT count(*) FROM fixes WHERE batch_id = :b")

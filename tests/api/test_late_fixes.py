@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from kernel.uow import unit_of_work
 from services.models import Role
 from services.orgs import create_api_key
-from services.uow import unit_of_work
 from tests.integration.webhook_helpers import Receiver, subscribe
 from tests.integration.worker_helpers import run_worker
 from tests.world import FAR_OUTSIDE, INSIDE, World, register

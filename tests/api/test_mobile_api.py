@@ -290,8 +290,8 @@ async def test_other_organisations_place_is_404(client, world, app) -> None:
     )
     assert other.status_code == 201
     # A place of a *different* organisation:
+    from kernel.uow import unit_of_work
     from services.orgs import create_api_key, create_organisation
-    from services.uow import unit_of_work
 
     async with unit_of_work(app.state.session_factory) as uow:
         org2 = await create_organisation(uow.session, name="o2", slug="o2-" + secrets.token_hex(3))

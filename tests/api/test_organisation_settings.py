@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from kernel.uow import unit_of_work
 from services.models import Role
 from services.orgs import create_api_key
-from services.uow import unit_of_work
 from tests.api.test_accounts import browser, log_in, make_user
 from tests.world import World
 

@@ -51,8 +51,8 @@ async def test_requires_a_valid_key(client) -> None:
 
 
 async def test_other_organisation_cannot_read_or_change(client, org, app) -> None:
+    from kernel.uow import unit_of_work
     from services.orgs import create_api_key, create_organisation
-    from services.uow import unit_of_work
 
     _, headers = org
     place = (await client.post("/admin/v1/places", json=place_body(), headers=headers)).json()
@@ -72,9 +72,9 @@ async def test_other_organisation_cannot_read_or_change(client, org, app) -> Non
 
 
 async def test_viewer_key_cannot_change(client, org, app) -> None:
+    from kernel.uow import unit_of_work
     from services.models import Role
     from services.orgs import create_api_key
-    from services.uow import unit_of_work
 
     organisation_id, _headers = org
     async with unit_of_work(app.state.session_factory) as uow:

@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import text
 
 from admin import register_admin_routers
+from kernel.sealing import Sealer, SealError
+from kernel.uow import unit_of_work
 from services import orgs
 from services.checkins import sign_qr_token
 from services.models import Role
 from services.orgs import create_api_key, create_organisation
-from services.sealing import Sealer, SealError
-from services.uow import unit_of_work
 from tests.api.test_accounts import browser, log_in, make_user
 from tests.world import World, register
 

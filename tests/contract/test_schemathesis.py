@@ -42,9 +42,9 @@ def api_url(test_env) -> Iterator[str]:
 
 @pytest.fixture
 async def keys(app, client) -> dict[str, str]:
+    from kernel.uow import unit_of_work
     from services.models import Role
     from services.orgs import create_api_key, create_organisation
-    from services.uow import unit_of_work
 
     slug = "contract-" + secrets.token_hex(4)
     async with unit_of_work(app.state.session_factory) as uow:

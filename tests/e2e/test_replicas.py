@@ -22,9 +22,9 @@ runner = CliRunner()
 
 
 async def new_org(app) -> tuple[dict[str, str], str]:
+    from kernel.uow import unit_of_work
     from services.models import Role
     from services.orgs import create_api_key, create_organisation
-    from services.uow import unit_of_work
 
     slug = "e2e-" + secrets.token_hex(4)
     async with unit_of_work(app.state.session_factory) as uow:

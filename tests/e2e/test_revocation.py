@@ -16,9 +16,9 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import text
 
+from kernel.uow import unit_of_work
 from services.accounts import add_membership, create_user
 from services.models import Role
-from services.uow import unit_of_work
 from tests.world import World
 
 PASSWORD = "correct horse battery"

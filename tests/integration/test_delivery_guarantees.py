@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from kernel.uow import unit_of_work
 from notifications.delivery import send_deliveries
 from notifications.pipeline import PipelineResult, process_events
 from notifications.push import FcmSender, PushMessage, PushOutcome
-from services.uow import unit_of_work
 from tests.integration.test_delivery import fcm  # noqa: F401  (the FCM-compatible server: a fixture)
 from tests.integration.worker_helpers import run_worker
 from tests.world import INSIDE, World, register

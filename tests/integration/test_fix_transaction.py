@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from kernel.uow import UnitOfWork
 from mobile_api.api import transition_config
 from services.devices import DeviceAuth
 from services.tracking import FixRecord, record_fixes
-from services.uow import UnitOfWork
 from tests.api.conftest import INSIDE, World, register
 
 

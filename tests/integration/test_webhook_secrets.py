@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from kernel.sealing import Sealer
 from notifications.webhooks import send_due, verify
-from services.sealing import Sealer
 from tests.integration.webhook_helpers import deliveries_of, enqueue, seed_events, subscribe
 
 

@@ -20,10 +20,10 @@ import uvicorn
 from sqlalchemy import text
 
 from infra.stack import free_port
+from kernel.uow import unit_of_work
 from notifications.webhooks import enqueue_for_events
 from services.models import Role
 from services.orgs import create_api_key, create_organisation
-from services.uow import unit_of_work
 
 OCCURRED_AT = datetime(2025, 5, 1, 9, 30, tzinfo=UTC)
 

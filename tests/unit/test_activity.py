@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geofences.activity import EventRow
+from kernel.errors import ValidationFailed
 from services.activity import check_range, check_time, csv_cell, csv_text, parse_kinds, parse_since
-from services.errors import ValidationFailed
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 

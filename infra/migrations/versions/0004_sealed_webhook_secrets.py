@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from infra.settings import get_settings
-from services.sealing import PREFIX, Sealer
+from kernel.sealing import PREFIX, Sealer
 
 revision = "0004"
 down_revision = "0003"

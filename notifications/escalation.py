@@ -7,9 +7,9 @@ from datetime import datetime
 import orjson
 from sqlalchemy import text
 
+from kernel.audit import record_audit
+from kernel.uow import UnitOfWork
 from notifications import repository as repo
-from services.audit import record_audit
-from services.uow import UnitOfWork
 
 
 async def escalate_overdue(uow: UnitOfWork, now: datetime) -> list[int]:
