@@ -24,9 +24,12 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geofences.validation import GeometryValidationError
-from kernel.errors import ConnectionLost, DomainError, Problem, RateLimited
+from kernel.errors import ConnectionLost, DomainError, Problem, RateLimited, Unavailable
 
 log = structlog.get_logger(__name__)
+
+RETRY_AFTER_UNAVAILABLE_S = 2  # every 503 says when to come back: a database failover or restart takes seconds
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
 
 
 class ORJSONResponse(JSONResponse):
@@ -208,7 +211,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, error: DomainError) -> Response:
         if isinstance(error, ConnectionLost):
             await replace_pool(request)
-        headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, RateLimited) else None
+        headers = None
+        if isinstance(error, RateLimited):
+            headers = {"Retry-After": str(error.retry_after_s)}
+        elif isinstance(error, Unavailable):
+            headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
         body = error_body(error.code, error.message, [p.as_dict() for p in error.problems])
         return ORJSONResponse(body, status_code=error.status, headers=headers)
 
@@ -255,7 +262,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return ORJSONResponse(
             error_body("unavailable", "a backing service (database or Redis) is unavailable; retry shortly"),
             status_code=503,
-            headers={"Retry-After": "2"},
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)},
         )
 
     @app.exception_handler(asyncpg.PostgresConnectionError)
@@ -272,10 +279,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def db_error(request: Request, error: DBAPIError) -> Response:
-        if error.connection_invalidated:
+        sqlstate = str(getattr(error.orig, "sqlstate", "") or "")
+        # A lost connection, or a server that cannot serve now (08: connection exception; 53: e.g. too many
+        # connections; 57: shutting down or "the database system is starting up"): retry shortly, not a bug.
+        if error.connection_invalidated or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES:
             return await dependency_down(request, error)
         # SQLSTATE class 22 (data exception): a value the database cannot hold, e.g. an id beyond bigint.
-        if str(getattr(error.orig, "sqlstate", "") or "").startswith("22"):
+        if sqlstate.startswith("22"):
             body = error_body(
                 "validation_failed",
                 "a value in the request is out of range",
