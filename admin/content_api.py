@@ -9,16 +9,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import delete, insert, select, update
 
-from geofences.models import Place
+from geofences.repository import PlaceRepository
 from infra.deps import IdPath, PrincipalDep, UowDep
 from kernel.audit import record_audit
 from kernel.errors import NotFound, Problem, ValidationFailed
 from kernel.uow import UnitOfWork
+from notifications import content_repository
 from notifications.models import ContentItem, StaffTask
 from notifications.rules import ContentRule
-from services.models import Device, Role
+from services.device_queries import set_staff_fields
+from services.models import Role
 from services.orgs import Principal
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: content and tasks"])
@@ -77,12 +78,7 @@ def _check_rule(values: dict[str, Any]) -> None:
 
 
 async def _check_place(uow: UnitOfWork, organisation_id: int, place_id: int | None) -> None:
-    if place_id is None:
-        return
-    found = await uow.session.execute(
-        select(Place.id).where(Place.id == place_id, Place.organisation_id == organisation_id)
-    )
-    if found.first() is None:
+    if place_id is not None and not await PlaceRepository(uow.session).exists(organisation_id, place_id):
         raise NotFound(f"place {place_id} not found")
 
 
@@ -92,20 +88,8 @@ def _as_dict(row: Any) -> dict[str, Any]:
     return {c: (v.isoformat() if isinstance(v, datetime) else v) for c, v in values.items()}
 
 
-async def _create(
-    uow: UnitOfWork,
-    principal: Principal,
-    model: type[ContentItem] | type[StaffTask],
-    entity: str,
-    values: dict[str, Any],
-) -> dict[str, Any]:
-    """Insert an organisation's row and its audit entry in the request's transaction."""
-    await _check_place(uow, principal.organisation_id, values.get("place_id"))
-    row: Any = (
-        await uow.session.execute(
-            insert(model).values(organisation_id=principal.organisation_id, **values).returning(model)
-        )
-    ).scalar_one()
+async def _created(uow: UnitOfWork, principal: Principal, entity: str, row: ContentItem | StaffTask) -> dict[str, Any]:
+    """Audit a row just inserted in the request's transaction; the row as JSON."""
     await record_audit(
         uow.session,
         organisation_id=principal.organisation_id,
@@ -113,7 +97,7 @@ async def _create(
         action="create",
         entity=entity,
         entity_id=int(row.id),
-        details={"title": values["title"]},
+        details={"title": row.title},
     )
     return _as_dict(row)
 
@@ -123,29 +107,23 @@ async def create_content(body: ContentIn, principal: PrincipalDep, uow: UowDep) 
     principal.require(Role.editor)
     values = body.model_dump()
     _check_rule(values)
-    return await _create(uow, principal, ContentItem, "content", values)
+    await _check_place(uow, principal.organisation_id, body.place_id)
+    row = await content_repository.add_content(uow.session, principal.organisation_id, values)
+    return await _created(uow, principal, "content", row)
 
 
 @router.get("/content")
 async def list_content(
     principal: PrincipalDep, uow: UowDep, place_id: Annotated[int | None, Query(ge=1)] = None
 ) -> list[dict[str, Any]]:
-    stmt = select(ContentItem).where(ContentItem.organisation_id == principal.organisation_id)
-    if place_id is not None:
-        stmt = stmt.where(ContentItem.place_id == place_id)
-    rows = (await uow.session.execute(stmt.order_by(ContentItem.id))).scalars()
+    rows = await content_repository.list_content(uow.session, principal.organisation_id, place_id)
     return [_as_dict(r) for r in rows]
 
 
 @router.delete("/content/{content_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_content(content_id: IdPath, principal: PrincipalDep, uow: UowDep) -> Response:
     principal.require(Role.editor)
-    gone = await uow.session.execute(
-        delete(ContentItem)
-        .where(ContentItem.id == content_id, ContentItem.organisation_id == principal.organisation_id)
-        .returning(ContentItem.id)
-    )
-    if gone.first() is None:
+    if not await content_repository.delete_content(uow.session, principal.organisation_id, content_id):
         raise NotFound(f"content {content_id} not found")
     await record_audit(
         uow.session,
@@ -161,7 +139,9 @@ async def delete_content(content_id: IdPath, principal: PrincipalDep, uow: UowDe
 @router.post("/tasks", status_code=status.HTTP_201_CREATED)
 async def create_task(body: TaskIn, principal: PrincipalDep, uow: UowDep) -> dict[str, Any]:
     principal.require(Role.editor)
-    return await _create(uow, principal, StaffTask, "staff_task", body.model_dump())
+    await _check_place(uow, principal.organisation_id, body.place_id)
+    row = await content_repository.add_task(uow.session, principal.organisation_id, body.model_dump())
+    return await _created(uow, principal, "staff_task", row)
 
 
 @router.get("/tasks")
@@ -169,10 +149,7 @@ async def list_tasks(
     principal: PrincipalDep, uow: UowDep, status_: Annotated[str | None, Query(alias="status")] = None
 ) -> list[dict[str, Any]]:
     """The task board: open / notified / acknowledged / done, who and when."""
-    stmt = select(StaffTask).where(StaffTask.organisation_id == principal.organisation_id)
-    if status_:
-        stmt = stmt.where(StaffTask.status == status_)
-    rows = (await uow.session.execute(stmt.order_by(StaffTask.id.desc()).limit(500))).scalars()
+    rows = await content_repository.list_tasks(uow.session, principal.organisation_id, status_)
     return [_as_dict(r) for r in rows]
 
 
@@ -191,14 +168,7 @@ async def update_staff_device(
     values = body.model_dump(exclude_unset=True)
     if not values:
         raise ValidationFailed("nothing to change", [Problem("body", "give team and/or is_supervisor")])
-    row = (
-        await uow.session.execute(
-            update(Device)
-            .where(Device.id == device_id, Device.organisation_id == principal.organisation_id)
-            .values(**values)
-            .returning(Device.id, Device.team, Device.is_supervisor)
-        )
-    ).first()
+    row = await set_staff_fields(uow.session, principal.organisation_id, device_id, values)
     if row is None:
         raise NotFound(f"device {device_id} not found")
     await record_audit(
@@ -210,4 +180,4 @@ async def update_staff_device(
         entity_id=device_id,
         details=values,
     )
-    return {"id": row.id, "team": row.team, "is_supervisor": row.is_supervisor}
+    return {"id": row.device_id, "team": row.team, "is_supervisor": row.is_supervisor}
