@@ -315,3 +315,36 @@ def fence_rows(rows: Any) -> list[IndexRow]:
         )
         for fence_id, place_id, kind, wkb, radius, approach, tuning in rows
     ]
+
+
+async def fence_places(session: AsyncSession, fence_ids: list[int]) -> dict[int, int]:
+    """Fence id -> place id for the fences that still exist (the fix path: one query, none for no ids)."""
+    if not fence_ids:
+        return {}
+    rows = await session.execute(
+        text("SELECT id, place_id FROM geofences WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": fence_ids}
+    )
+    return {int(r.id): int(r.place_id) for r in rows}
+
+
+async def place_name(session: AsyncSession, organisation_id: int, place_id: int) -> str | None:
+    """The place's name, or None when the organisation has no such place."""
+    found = await session.execute(
+        text("SELECT name FROM places WHERE id = :p AND organisation_id = :o"),
+        {"p": place_id, "o": organisation_id},
+    )
+    name = found.scalar_one_or_none()
+    return None if name is None else str(name)
+
+
+async def place_fence_within(session: AsyncSession, place_id: int, lon: float, lat: float, allowance_m: float) -> bool:
+    """Whether the point lies within `allowance_m` of one of the place's fences (a circle: of its edge)."""
+    near = await session.execute(
+        text(
+            "SELECT 1 FROM geofences WHERE place_id = :p AND ST_DWithin(geom::geography,"
+            " ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography,"
+            " COALESCE(radius_m, 0) + :allow) LIMIT 1"
+        ),
+        {"p": place_id, "lon": lon, "lat": lat, "allow": allowance_m},
+    )
+    return near.first() is not None

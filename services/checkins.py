@@ -8,13 +8,13 @@ import hmac
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import text
-
+from geofences import repository as geofences
 from kernel.errors import Forbidden, NotFound, Problem, ValidationFailed
 from kernel.uow import UnitOfWork
 from services import orgs
+from services import tracking_repository as repository
 from services.devices import DeviceAuth
-from services.tracking import RecordedEvent, current_visit, lock_state, open_visit, write_outbox
+from services.tracking import RecordedEvent, lock_state, open_visit
 
 
 def _sign(key: bytes, message: str) -> str:
@@ -74,35 +74,24 @@ async def _record(
     at: datetime,
     visit_id: int | None,
 ) -> RecordedEvent:
-    row = (
-        await uow.session.execute(
-            text(
-                "INSERT INTO events (organisation_id, device_id, place_id, kind, zone, occurred_at, visit_id)"
-                " VALUES (:o, :d, :p, :k, 'building', :at, :v) RETURNING id"
-            ),
-            {
-                "o": device.organisation_id,
-                "d": device.device_id,
-                "p": place_id,
-                "k": kind,
-                "at": at,
-                "v": visit_id,
-            },
-        )
-    ).scalar_one()
-    await write_outbox(uow.session, [row])
+    row = await repository.insert_building_event(
+        uow.session,
+        organisation_id=device.organisation_id,
+        device_id=device.device_id,
+        place_id=place_id,
+        kind=kind,
+        at=at,
+        visit_id=visit_id,
+    )
+    await repository.write_outbox(uow.session, [row])
     return RecordedEvent(row, kind, place_id, None, "building", at, visit_id, place_name)
 
 
 async def _place_name(uow: UnitOfWork, organisation_id: int, place_id: int) -> str:
-    found = await uow.session.execute(
-        text("SELECT name FROM places WHERE id = :p AND organisation_id = :o"),
-        {"p": place_id, "o": organisation_id},
-    )
-    name = found.scalar_one_or_none()
+    name = await geofences.place_name(uow.session, organisation_id, place_id)
     if name is None:
         raise NotFound(f"place {place_id} not found")
-    return str(name)
+    return name
 
 
 async def check_in(
@@ -127,15 +116,7 @@ async def check_in(
         raise ValidationFailed("proof needed", [Problem("lat", "send a fix (lat, lon, accuracy_m) or a qr_token")])
     else:
         allowance = min(accuracy_m if accuracy_m is not None else max_accuracy_m, max_accuracy_m)
-        near = await uow.session.execute(
-            text(
-                "SELECT 1 FROM geofences WHERE place_id = :p AND ST_DWithin(geom::geography,"
-                " ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography,"
-                " COALESCE(radius_m, 0) + :allow) LIMIT 1"
-            ),
-            {"p": place_id, "lon": lon, "lat": lat, "allow": allowance},
-        )
-        if near.first() is None:
+        if not await geofences.place_fence_within(uow.session, place_id, lon, lat, allowance):
             raise Forbidden(f"the fix is not within {allowance:.0f} m of place {place_id}; check in at the building")
     await lock_state(uow.session, device.device_id)  # serialise with this device's fix processing
     when = at or datetime.now(UTC)
@@ -149,11 +130,8 @@ async def check_out(uow: UnitOfWork, *, device: DeviceAuth, place_id: int, at: d
     it, and a check-out without a time would otherwise give it a negative duration."""
     place_name = await _place_name(uow, device.organisation_id, place_id)
     await lock_state(uow.session, device.device_id)
-    visit_id = await current_visit(uow.session, device.device_id, place_id)
+    visit_id = await repository.current_visit(uow.session, device.device_id, place_id)
     if visit_id is None:
         raise NotFound(f"no open visit at place {place_id} to check out of")
-    ended = await uow.session.execute(
-        text("UPDATE visits SET ended_at = GREATEST(started_at, :at) WHERE id = :v RETURNING ended_at"),
-        {"at": at or datetime.now(UTC), "v": visit_id},
-    )
-    return await _record(uow, device, place_id, place_name, "checkout", ended.scalar_one(), visit_id)
+    ended = await repository.end_visit(uow.session, visit_id, at or datetime.now(UTC))
+    return await _record(uow, device, place_id, place_name, "checkout", ended, visit_id)

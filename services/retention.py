@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from services import tracking_repository as repository
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,29 +23,20 @@ class PurgeResult:
 async def purge_old_fixes(session: AsyncSession, retention_days: int, today: date | None = None) -> PurgeResult:
     today = today or datetime.now(UTC).date()
     cutoff = today - timedelta(days=retention_days)
-    partitions = (
-        await session.execute(
-            text(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'fixes'"
-            )
-        )
-    ).scalars()
     dropped = []
-    for name in partitions:
+    for name in await repository.fix_partitions(session):
         suffix = name.removeprefix("fixes_")
         if not (suffix.isdigit() and len(suffix) == 8):
             continue  # the DEFAULT partition
         day = date(int(suffix[:4]), int(suffix[4:6]), int(suffix[6:]))
         if day < cutoff:
-            await session.execute(text(f'DROP TABLE "{name}"'))
+            await repository.drop_fix_partition(session, name)
             dropped.append(name)
-    deleted = await session.execute(
-        text("DELETE FROM fixes_default WHERE received_at < :cutoff"),
-        {"cutoff": datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)},
+    deleted = await repository.delete_default_fixes(
+        session, datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
     )
-    return PurgeResult(sorted(dropped), int(deleted.rowcount or 0))  # type: ignore[attr-defined]
+    return PurgeResult(sorted(dropped), deleted)
 
 
 async def ensure_partitions(session: AsyncSession, days_ahead: int = 7) -> None:
-    await session.execute(text("SELECT placecast_ensure_fix_partitions(0, :ahead)"), {"ahead": days_ahead})
+    await repository.ensure_fix_partitions(session, days_ahead)
