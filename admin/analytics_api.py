@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -17,6 +17,7 @@ from sqlalchemy import text
 from infra.deps import PrincipalDep, UowDep
 from infra.http import IsoDate
 from kernel.errors import Problem, ValidationFailed
+from kernel.timezones import UnknownTimeZone, time_zone
 from services.activity import EARLIEST, LATEST
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: analytics"])
@@ -126,9 +127,9 @@ class Analytics(BaseModel):
 
 def _zone(name: str) -> ZoneInfo:
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise ValidationFailed("bad time zone", [Problem("tz", f"unknown time zone {name!r}")]) from error
+        return time_zone(name)
+    except UnknownTimeZone as error:
+        raise ValidationFailed("bad time zone", [Problem("tz", str(error))]) from error
 
 
 def _day(value: date | None, field: str) -> date | None:

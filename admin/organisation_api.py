@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from infra.deps import PrincipalDep, SettingsDep, UowDep
 from infra.settings import Settings
 from kernel.errors import Problem, ValidationFailed
-from mobile_api.schemas import MAX_FIX_AGE
 from services import orgs
 from services.models import Role
 
@@ -55,7 +54,7 @@ def _out(settings: Settings, found: orgs.OrganisationSettings) -> OrganisationSe
     return OrganisationSettingsOut(
         late_fix_after_s=own,
         effective_late_fix_after_s=settings.late_fix_after_s if own is None else own,
-        max_fix_age_s=int(MAX_FIX_AGE.total_seconds()),
+        max_fix_age_s=int(orgs.MAX_FIX_AGE.total_seconds()),
     )
 
 

@@ -12,7 +12,6 @@ equal PlaceSpecs (an empty tuning comes back as not said).
 from __future__ import annotations
 
 import math
-import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from geofences.validation import (
     properties_problems,
     validate_fence_geometry,
 )
+from kernel.timezones import UnknownTimeZone, time_zone
 
 # Properties with a meaning of their own; everything else is kept in PlaceSpec.properties.
 # "place_id" is the exporting server's own id: informative, never imported.
@@ -77,9 +77,9 @@ def _timezone(props: dict[str, Any], path: str, problems: list[GeometryProblem])
     if value is None:
         return DEFAULT_TIMEZONE
     try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        problems.append(GeometryProblem(f"{path}.timezone", f"unknown IANA timezone {value!r}", "unknown_timezone"))
+        time_zone(value)
+    except UnknownTimeZone as error:
+        problems.append(GeometryProblem(f"{path}.timezone", str(error), "unknown_timezone"))
     return value
 
 

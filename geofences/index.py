@@ -42,7 +42,7 @@ import numpy.typing as npt
 import shapely
 
 from geofences.domain import FenceSpec
-from geofences.geodesy import EARTH_RADIUS_M
+from geofences.geodesy import EARTH_RADIUS_M, haversine_m_array
 
 ZONE_BUILDING = 0  # the fence itself
 ZONE_APPROACH = 1  # the fence widened by its place's approach distance; it contains the building
@@ -80,14 +80,6 @@ class ZoneHits(NamedTuple):
     fix_idx: IntArray
     fence_ids: IntArray
     zones: npt.NDArray[np.int8]  # ZONE_BUILDING or ZONE_APPROACH
-
-
-def haversine_m(lon1: npt.ArrayLike, lat1: npt.ArrayLike, lon2: npt.ArrayLike, lat2: npt.ArrayLike) -> FloatArray:
-    """Great-circle distance in metres on the mean-radius sphere, element-wise; NaN for non-finite."""
-    p1, p2, dlon = np.radians(lat1), np.radians(lat2), np.radians(np.subtract(lon2, lon1))
-    with np.errstate(invalid="ignore"):
-        a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlon / 2) ** 2
-    return np.asarray(2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0))), dtype=np.float64)
 
 
 class _EdgeBucket:
@@ -483,7 +475,7 @@ class FenceIndex:
         circle = self._circle[items]
         ci, pi = np.flatnonzero(circle), np.flatnonzero(~circle)
         if ci.size:  # most fences are polygons: spare them the trigonometry of nothing
-            centre = haversine_m(self._centre_lon[items[ci]], self._centre_lat[items[ci]], lons[ci], lats[ci])
+            centre = haversine_m_array(self._centre_lon[items[ci]], self._centre_lat[items[ci]], lons[ci], lats[ci])
             out[ci] = np.maximum(centre - self._radius[items[ci]], 0.0)
         if pi.size:
             out[pi] = self._polygon_distance(items[pi], x[pi], y[pi], outside)
@@ -500,7 +492,9 @@ class FenceIndex:
         circle = self._circle[item]
         ci, pi = np.flatnonzero(circle), np.flatnonzero(~circle)
         if ci.size:
-            centre = haversine_m(self._centre_lon[item[ci]], self._centre_lat[item[ci]], lons[fix[ci]], lats[fix[ci]])
+            centre = haversine_m_array(
+                self._centre_lon[item[ci]], self._centre_lat[item[ci]], lons[fix[ci]], lats[fix[ci]]
+            )
             building[ci] = centre <= self._radius[item[ci]]
         if pi.size:
             building[pi] = self._polygon_contains(item[pi], x[fix[pi]], y[fix[pi]])
@@ -618,7 +612,7 @@ class FenceIndex:
         signed = np.empty(known.size, dtype=np.float64)
         circle = self._circle[item]
         ci, pi = np.flatnonzero(circle), np.flatnonzero(~circle)
-        centre = haversine_m(self._centre_lon[item[ci]], self._centre_lat[item[ci]], lon_k[ci], lat_k[ci])
+        centre = haversine_m_array(self._centre_lon[item[ci]], self._centre_lat[item[ci]], lon_k[ci], lat_k[ci])
         signed[ci] = self._radius[item[ci]] - centre
         if pi.size:
             x, y = self._beside(item[pi], lon_k[pi], lat_k[pi])

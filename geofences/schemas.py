@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from shapely.geometry import mapping
@@ -13,15 +12,13 @@ from geofences.tuning import ALLOWED as GPS_TUNABLES
 from geofences.tuning import check_gps_tuning
 from geofences.validation import GeometryValidationError, properties_problems, validate_fence_geometry
 from kernel.errors import Problem, ValidationFailed
+from kernel.timezones import time_zone
 
 
 def _check_timezone(value: str | None) -> str | None:
     if value is None:
         return value
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise ValueError(f"unknown IANA timezone {value!r}") from error
+    time_zone(value)  # an UnknownTimeZone is a ValueError: a 422 naming the field
     return value
 
 

@@ -16,11 +16,11 @@ from pydantic import (
     model_validator,
 )
 
+from kernel.timezones import time_zone
+from services.orgs import MAX_FIX_AGE
+
 # A device clock may run a little fast; beyond this a timestamp is a bug, not drift.
 MAX_CLOCK_SKEW = timedelta(minutes=10)
-# Older fixes (offline queues) are accepted for as long as raw fixes are kept (fix_retention_days' default):
-# a week-old upload still counts for analytics and visits (as `late` events, never pushed); older is a 422.
-MAX_FIX_AGE = timedelta(days=7)
 
 
 def _sane_timestamp(value: datetime) -> datetime:
@@ -134,12 +134,7 @@ class DeviceIn(PushTargetIn):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown IANA timezone {value!r}") from error
+        time_zone(value)  # an UnknownTimeZone is a ValueError: a 422 naming the field
         return value
 
     def device_fields(self) -> dict[str, object]:

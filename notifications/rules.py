@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from opening_hours import OpeningHours, State, validate
+
+from kernel.timezones import UnknownTimeZone, time_zone
 
 EventKind = Literal["enter", "exit", "dwell", "checkin", "checkout"]
 Zone = Literal["building", "approach"]
@@ -402,6 +404,6 @@ def _require_aware(moment: datetime, field: str) -> datetime:
 
 def _zone(name: str, field: str) -> ZoneInfo:
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{field}: unknown IANA timezone {name!r}") from None
+        return time_zone(name)
+    except UnknownTimeZone as error:
+        raise ValueError(f"{field}: {error}") from None

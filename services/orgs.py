@@ -6,7 +6,7 @@ import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -79,8 +79,12 @@ async def authenticate_api_key(session: AsyncSession, key: str, purpose: str = "
 
 # ---- the organisation's own settings ----
 
+# Older fixes (offline queues) are accepted for as long as raw fixes are kept (fix_retention_days' default):
+# a week-old upload still counts for analytics and visits (as `late` events, never pushed); older is a 422
+# (mobile_api.schemas checks it; the organisation's settings show it).
+MAX_FIX_AGE = timedelta(days=7)
 # The late limit an organisation may choose: a minute at least (device clocks and uploads jitter by seconds), a
-# week at most (older fixes are refused anyway: mobile_api.schemas.MAX_FIX_AGE).
+# week at most (older fixes are refused anyway: MAX_FIX_AGE).
 LATE_FIX_AFTER_S_MIN = 60
 LATE_FIX_AFTER_S_MAX = 7 * 86400
 

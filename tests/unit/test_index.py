@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geofences.domain import FenceSpec
-from geofences.index import ZONE_APPROACH, ZONE_BUILDING, FenceIndex, haversine_m
+from geofences.geodesy import haversine_m_array
+from geofences.index import ZONE_APPROACH, ZONE_BUILDING, FenceIndex
 
 LON0, LAT0 = 24.94, 60.17
 M_PER_DEG_LAT = math.radians(1.0) * 6371008.8
@@ -118,7 +119,7 @@ def test_many_fences_of_all_sizes_match_brute_force() -> None:
     expected = {(int(i), polygon_entries[j][0]) for i, j in zip(point, polygon, strict=True)}
     for fence_id, _, spec in entries:
         if spec.kind == "circle":
-            inside = haversine_m(spec.geometry.x, spec.geometry.y, lons, lats) <= (spec.radius_m or 0.0)
+            inside = haversine_m_array(spec.geometry.x, spec.geometry.y, lons, lats) <= (spec.radius_m or 0.0)
             expected |= {(int(i), fence_id) for i in np.flatnonzero(inside)}
     assert got == expected
     assert len(got) > 500  # the points really do land in fences
@@ -138,7 +139,7 @@ def test_circles_are_matched_by_metres_on_the_sphere_not_degrees(lat: float, bea
     bearing = math.radians(bearing_deg)
     for metres, inside in ((199.0, True), (201.0, False)):
         lon, lat_ = offset(metres * math.sin(bearing), metres * math.cos(bearing), *centre)
-        assert abs(haversine_m(centre[0], centre[1], lon, lat_) - metres) < 0.05
+        assert abs(haversine_m_array(centre[0], centre[1], lon, lat_) - metres) < 0.05
         assert [hit.fence_id for hit in index.query(lon, lat_)] == ([1] if inside else [])
 
 

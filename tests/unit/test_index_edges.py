@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geofences.domain import FenceSpec
-from geofences.index import ZONE_APPROACH, ZONE_BUILDING, FenceEntry, FenceIndex, haversine_m
+from geofences.geodesy import haversine_m_array
+from geofences.index import ZONE_APPROACH, ZONE_BUILDING, FenceEntry, FenceIndex
 
 LON0, LAT0 = 24.9375, 60.1875
 STEP = 2.0**-10  # ~54 m east, ~109 m north
@@ -28,7 +29,7 @@ def grid(u: float, v: float, lon: float = LON0, lat: float = LAT0) -> tuple[floa
 
 
 def metres(a: tuple[float, float], b: tuple[float, float]) -> float:
-    return float(haversine_m(np.array([a[0]]), np.array([a[1]]), np.array([b[0]]), np.array([b[1]]))[0])
+    return float(haversine_m_array(np.array([a[0]]), np.array([a[1]]), np.array([b[0]]), np.array([b[1]]))[0])
 
 
 def every_path(index: FenceIndex, points: list[tuple[float, float]]) -> list[set[tuple[int, int]]]:
