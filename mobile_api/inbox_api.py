@@ -11,12 +11,11 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.deps import UowDep
 from kernel.errors import NotFound
 from mobile_api.deps import REVOKED, CredentialDep, DeviceDep
+from notifications import repository
 from notifications.tasks import INBOX_CHANNEL, LIVE_CHANNEL
 from services import devices, staff_tasks
 
@@ -27,22 +26,9 @@ RECHECK_S = 1.0  # an open stream re-checks its credential this often, so a lost
 KEEP_ALIVE_S = 15.0
 RowId = Annotated[int, Path(ge=1, le=MAX_ID)]  # a larger path id is a 422, not the database's range error
 
-INBOX_SQL = (
-    "SELECT id, title, body, data, place_id, content_id, task_id, created_at, opened_at FROM notifications"
-    " WHERE device_id = :d AND id > :after {older} ORDER BY id DESC LIMIT :limit"
-)
 
-
-def _item(row: Any) -> dict[str, Any]:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(row).items()}
-
-
-async def _inbox(
-    session: AsyncSession, device_id: int, *, after: int = 0, before: int | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
-    sql = INBOX_SQL.format(older="AND id < :before" if before else "")
-    rows = await session.execute(text(sql), {"d": device_id, "after": after, "before": before, "limit": limit})
-    return [_item(r) for r in rows.mappings()]
+def _items(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()} for row in rows]
 
 
 @router.get("/inbox")
@@ -53,25 +39,17 @@ async def inbox(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """This device's notifications, newest first."""
-    items = await _inbox(uow.session, device.device_id, before=cursor, limit=limit)
+    items = _items(await repository.inbox_page(uow.session, device.device_id, before=cursor, limit=limit))
     return {"items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None}
 
 
 @router.post("/inbox/{notification_id}/opened")
 async def mark_opened(notification_id: RowId, device: DeviceDep, uow: UowDep) -> dict[str, Any]:
     """Marks a notification opened (the first time counts for analytics)."""
-    row = (
-        await uow.session.execute(
-            text(
-                "UPDATE notifications SET opened_at = COALESCE(opened_at, now()) WHERE id = :n AND device_id = :d"
-                " RETURNING id, opened_at"
-            ),
-            {"n": notification_id, "d": device.device_id},
-        )
-    ).first()
-    if row is None:
+    opened_at = await repository.mark_opened(uow.session, device.device_id, notification_id)
+    if opened_at is None:
         raise NotFound(f"notification {notification_id} not found")
-    return {"id": row.id, "opened_at": row.opened_at.isoformat()}
+    return {"id": notification_id, "opened_at": opened_at.isoformat()}
 
 
 @router.get("/inbox/stream", response_class=StreamingResponse)
@@ -103,8 +81,12 @@ async def inbox_stream(
                     if not await devices.credential_valid(session, device.device_id, credential):
                         yield b"event: revoked\ndata: {}\n\n"
                         return
-                    fresh = await _inbox(session, device.device_id, after=last, limit=100) if read_inbox else []
-                for item in reversed(fresh):
+                    fresh = (
+                        await repository.inbox_page(session, device.device_id, after=last, limit=100)
+                        if read_inbox
+                        else []
+                    )
+                for item in reversed(_items(fresh)):
                     last = max(last, item["id"])
                     yield b"event: notification\nid: %d\ndata: %s\n\n" % (item["id"], orjson.dumps(item))
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=RECHECK_S)

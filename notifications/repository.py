@@ -112,6 +112,34 @@ async def content_rules(
     return rules, items
 
 
+async def inbox_page(
+    session: AsyncSession, device_id: int, *, after: int = 0, before: int | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """A device's notifications with ids above `after` (and below `before` when given), newest first."""
+    older = " AND id < :before" if before else ""
+    rows = await session.execute(
+        text(
+            "SELECT id, title, body, data, place_id, content_id, task_id, created_at, opened_at FROM notifications"
+            f" WHERE device_id = :d AND id > :after{older} ORDER BY id DESC LIMIT :limit"
+        ),
+        {"d": device_id, "after": after, "before": before, "limit": limit},
+    )
+    return [dict(row) for row in rows.mappings()]
+
+
+async def mark_opened(session: AsyncSession, device_id: int, notification_id: int) -> datetime | None:
+    """When the device first opened the notification (now, if this is the first time); None if not its own."""
+    row = await session.execute(
+        text(
+            "UPDATE notifications SET opened_at = COALESCE(opened_at, now()) WHERE id = :n AND device_id = :d"
+            " RETURNING opened_at"
+        ),
+        {"n": notification_id, "d": device_id},
+    )
+    opened_at: datetime | None = row.scalar_one_or_none()
+    return opened_at
+
+
 # The first key of the two-key advisory locks that serialise push decisions per device (any constant no other
 # lock in this database uses; the second key is the device id, folded into int4).
 _DECISION_LOCK = 0x50C0
