@@ -12,75 +12,19 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 
+from geofences.activity import ActivityRepository
 from infra.deps import PrincipalDep, UowDep
 from infra.http import IsoDate
 from kernel.errors import Problem, ValidationFailed
 from kernel.timezones import UnknownTimeZone, time_zone
+from notifications import repository
 from services.activity import EARLIEST, LATEST
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: analytics"])
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
-
-_VISITS = text(
-    """
-    SELECT v.place_id, p.name AS place_name, CAST(v.started_at AT TIME ZONE :tz AS date) AS day, count(*) AS visits
-    FROM visits v JOIN places p ON p.id = v.place_id
-    WHERE v.organisation_id = :org AND v.started_at >= :start AND v.started_at < :end
-      AND (:include_late OR EXISTS (SELECT 1 FROM events e WHERE e.visit_id = v.id AND NOT e.late))
-    GROUP BY v.place_id, p.name, day
-    ORDER BY day, v.place_id
-    """
-)
-_DWELL = text(
-    """
-    SELECT v.place_id, p.name AS place_name,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY CAST(extract(epoch FROM v.ended_at - v.started_at) AS float8))
-               AS median_s,
-           count(*) AS visits
-    FROM visits v JOIN places p ON p.id = v.place_id
-    WHERE v.organisation_id = :org AND v.started_at >= :start AND v.started_at < :end AND v.ended_at IS NOT NULL
-      AND (:include_late OR EXISTS (SELECT 1 FROM events e WHERE e.visit_id = v.id AND NOT e.late))
-    GROUP BY v.place_id, p.name
-    ORDER BY v.place_id
-    """
-)
-# A push counts as sent once FCM accepted it; an inbox-only notification is not a push but can still be opened.
-_PUSHES = text(
-    """
-    SELECT CAST(n.created_at AT TIME ZONE :tz AS date) AS day,
-           count(*) AS notifications,
-           count(*) FILTER (WHERE s.pushed) AS sent,
-           count(*) FILTER (WHERE n.opened_at IS NOT NULL) AS opened
-    FROM notifications n
-    LEFT JOIN LATERAL (
-        SELECT true AS pushed FROM deliveries d
-        WHERE d.notification_id = n.id AND d.channel = 'fcm' AND d.status = 'sent' LIMIT 1
-    ) s ON true
-    WHERE n.organisation_id = :org AND n.created_at >= :start AND n.created_at < :end
-    GROUP BY day
-    ORDER BY day
-    """
-)
-# Times run from the push to the worker (or from creation for a task never pushed); `open` is a current count.
-_TASKS = text(
-    """
-    SELECT
-      percentile_cont(0.5) WITHIN GROUP (
-          ORDER BY CAST(extract(epoch FROM acknowledged_at - COALESCE(notified_at, created_at)) AS float8)
-      ) FILTER (WHERE acknowledged_at >= :start AND acknowledged_at < :end) AS median_ack_s,
-      percentile_cont(0.5) WITHIN GROUP (
-          ORDER BY CAST(extract(epoch FROM done_at - COALESCE(notified_at, created_at)) AS float8)
-      ) FILTER (WHERE done_at >= :start AND done_at < :end) AS median_done_s,
-      count(*) FILTER (WHERE done_at >= :start AND done_at < :end) AS done,
-      count(*) FILTER (WHERE status <> 'done') AS open
-    FROM staff_tasks
-    WHERE organisation_id = :org
-    """
-)
 
 
 class VisitsPerDay(BaseModel):
@@ -167,25 +111,21 @@ async def analytics(
 ) -> dict[str, Any]:
     zone = _zone(tz)
     first, last = _range(from_, to, zone)
-    params = {
-        "org": principal.organisation_id,
-        "tz": tz,
-        "start": datetime.combine(first, time(0), tzinfo=zone),
-        "end": datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone),
-        "include_late": include_late,
-    }
-    session = uow.session
-    visits = (await session.execute(_VISITS, params)).mappings().all()
-    dwell = (await session.execute(_DWELL, params)).mappings().all()
-    pushes = (await session.execute(_PUSHES, params)).mappings().all()
-    tasks = (await session.execute(_TASKS, params)).mappings().one()
+    organisation_id = principal.organisation_id
+    start = datetime.combine(first, time(0), tzinfo=zone)
+    end = datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone)
+    activity = ActivityRepository(uow.session)
+    visits = await activity.visits_per_day(organisation_id, tz=tz, start=start, end=end, include_late=include_late)
+    dwell = await activity.median_dwell(organisation_id, start=start, end=end, include_late=include_late)
+    pushes = await repository.pushes_per_day(uow.session, organisation_id, tz=tz, start=start, end=end)
+    tasks = await repository.task_times(uow.session, organisation_id, start=start, end=end)
     return {
         "from_": first,
         "to": last,
         "tz": tz,
-        "visits_per_place_per_day": [dict(r) for r in visits],
-        "median_dwell_s": [dict(r) for r in dwell],
+        "visits_per_place_per_day": visits,
+        "median_dwell_s": dwell,
         "pushes": {k: sum(int(r[k]) for r in pushes) for k in ("sent", "opened", "notifications")},
-        "pushes_per_day": [dict(r) for r in pushes],
-        "tasks": dict(tasks),
+        "pushes_per_day": pushes,
+        "tasks": tasks,
     }

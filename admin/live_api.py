@@ -21,11 +21,11 @@ from fastapi.responses import StreamingResponse
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from infra.deps import PrincipalDep
+from geofences.activity import ActivityRepository
+from infra.deps import PrincipalDep, resources_of
 from kernel.errors import Forbidden, Unauthorized, Unavailable
 from services.accounts import REVOCATIONS_CHANNEL, SESSION_COOKIE, load_session, principal_for_user
 from services.orgs import Principal, authenticate_api_key
@@ -38,20 +38,6 @@ RECHECK_S = 1.0  # an open feed re-checks its principal this often: a lost revoc
 MAX_IDS = 1000
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _EVENT_NAME = re.compile(r"[a-z_]{1,32}")
-
-_EVENTS = text(
-    """
-    SELECT e.id AS event_id, e.kind, e.zone, e.place_id, p.name AS place_name, e.device_id, e.occurred_at,
-           ST_X(f.point) AS lon, ST_Y(f.point) AS lat
-    FROM events e
-    JOIN places p ON p.id = e.place_id
-    LEFT JOIN LATERAL (
-        SELECT ST_PointOnSurface(ST_Collect(g.geom)) AS point FROM geofences g WHERE g.place_id = e.place_id
-    ) f ON true
-    WHERE e.id = ANY(CAST(:ids AS bigint[])) AND e.organisation_id = :org
-    ORDER BY e.id
-    """
-)
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -71,7 +57,7 @@ async def _activity(factory: async_sessionmaker[AsyncSession], organisation_id: 
     if not ids:
         return []
     async with factory() as session:
-        rows = (await session.execute(_EVENTS, {"ids": ids, "org": organisation_id})).mappings().all()
+        rows = await ActivityRepository(session).live_events(organisation_id, ids)
     out = []
     for row in rows:
         data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
@@ -142,8 +128,8 @@ async def live(principal: PrincipalDep, request: Request) -> StreamingResponse:
     organisation_id = principal.organisation_id
     events_channel = f"placecast:events:{organisation_id}"
     live_channel = f"placecast:live:{organisation_id}"
-    factory = request.app.state.session_factory
-    redis = request.app.state.redis
+    factory = resources_of(request).session_factory
+    redis = resources_of(request).redis
 
     async def stream() -> AsyncIterator[bytes]:
         pubsub = redis.pubsub()

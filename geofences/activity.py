@@ -1,4 +1,5 @@
-"""All SQL for reading what the geofence engine decided: events and visits, filtered and paged by id.
+"""All SQL for reading what the geofence engine decided: events and visits, filtered and paged by id, counted per
+place and day for analytics, and loaded by id for the live feed.
 
 Every query is scoped to one organisation. Pages go newest first: `ORDER BY id DESC`, and the cursor is the
 last id seen (`id < cursor`), served by `ix_events_org_id` / `ix_visits_org_id`. Ids follow the order the server
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Float, cast, extract, select
+from sqlalchemy import Float, cast, extract, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from geofences.models import Event, Place, Visit
@@ -75,6 +77,46 @@ class VisitRow:
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(EventRow.__dataclass_fields__)
 VISIT_COLUMNS: tuple[str, ...] = tuple(VisitRow.__dataclass_fields__)
+
+
+# Analytics count a visit known only from late fixes (offline uploads) when `include_late` is true.
+_VISITS_PER_DAY = text(
+    """
+    SELECT v.place_id, p.name AS place_name, CAST(v.started_at AT TIME ZONE :tz AS date) AS day, count(*) AS visits
+    FROM visits v JOIN places p ON p.id = v.place_id
+    WHERE v.organisation_id = :org AND v.started_at >= :start AND v.started_at < :end
+      AND (:include_late OR EXISTS (SELECT 1 FROM events e WHERE e.visit_id = v.id AND NOT e.late))
+    GROUP BY v.place_id, p.name, day
+    ORDER BY day, v.place_id
+    """
+)
+_MEDIAN_DWELL = text(
+    """
+    SELECT v.place_id, p.name AS place_name,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY CAST(extract(epoch FROM v.ended_at - v.started_at) AS float8))
+               AS median_s,
+           count(*) AS visits
+    FROM visits v JOIN places p ON p.id = v.place_id
+    WHERE v.organisation_id = :org AND v.started_at >= :start AND v.started_at < :end AND v.ended_at IS NOT NULL
+      AND (:include_late OR EXISTS (SELECT 1 FROM events e WHERE e.visit_id = v.id AND NOT e.late))
+    GROUP BY v.place_id, p.name
+    ORDER BY v.place_id
+    """
+)
+# The live feed shows an event at a point of its place (on the surface of its fences, none if it has none).
+_LIVE_EVENTS = text(
+    """
+    SELECT e.id AS event_id, e.kind, e.zone, e.place_id, p.name AS place_name, e.device_id, e.occurred_at,
+           ST_X(f.point) AS lon, ST_Y(f.point) AS lat
+    FROM events e
+    JOIN places p ON p.id = e.place_id
+    LEFT JOIN LATERAL (
+        SELECT ST_PointOnSurface(ST_Collect(g.geom)) AS point FROM geofences g WHERE g.place_id = e.place_id
+    ) f ON true
+    WHERE e.id = ANY(CAST(:ids AS bigint[])) AND e.organisation_id = :org
+    ORDER BY e.id
+    """
+)
 
 
 class ActivityRepository:
@@ -152,3 +194,25 @@ class ActivityRepository:
             query = query.where(Visit.id < before_id)
         rows = await self.session.execute(query.order_by(Visit.id.desc()).limit(limit))
         return [VisitRow(**row) for row in rows.mappings()]
+
+    async def visits_per_day(
+        self, organisation_id: int, *, tz: str, start: datetime, end: datetime, include_late: bool
+    ) -> list[dict[str, Any]]:
+        """Visits begun in [start, end) per place and calendar day in `tz`: place_id, place_name, day, visits."""
+        params = {"org": organisation_id, "tz": tz, "start": start, "end": end, "include_late": include_late}
+        rows = await self.session.execute(_VISITS_PER_DAY, params)
+        return [dict(row) for row in rows.mappings()]
+
+    async def median_dwell(
+        self, organisation_id: int, *, start: datetime, end: datetime, include_late: bool
+    ) -> list[dict[str, Any]]:
+        """Per place, the median length of the ended visits begun in [start, end): place_id, place_name, median_s,
+        visits."""
+        params = {"org": organisation_id, "start": start, "end": end, "include_late": include_late}
+        rows = await self.session.execute(_MEDIAN_DWELL, params)
+        return [dict(row) for row in rows.mappings()]
+
+    async def live_events(self, organisation_id: int, event_ids: list[int]) -> list[dict[str, Any]]:
+        """The organisation's events among `event_ids`, in id order, with their place's name and a point of it."""
+        rows = await self.session.execute(_LIVE_EVENTS, {"ids": event_ids, "org": organisation_id})
+        return [dict(row) for row in rows.mappings()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -140,6 +141,57 @@ async def mark_opened(session: AsyncSession, device_id: int, notification_id: in
     return opened_at
 
 
+# A push counts as sent once FCM accepted it; an inbox-only notification is not a push but can still be opened.
+_PUSHES_PER_DAY = text(
+    """
+    SELECT CAST(n.created_at AT TIME ZONE :tz AS date) AS day,
+           count(*) AS notifications,
+           count(*) FILTER (WHERE s.pushed) AS sent,
+           count(*) FILTER (WHERE n.opened_at IS NOT NULL) AS opened
+    FROM notifications n
+    LEFT JOIN LATERAL (
+        SELECT true AS pushed FROM deliveries d
+        WHERE d.notification_id = n.id AND d.channel = 'fcm' AND d.status = 'sent' LIMIT 1
+    ) s ON true
+    WHERE n.organisation_id = :org AND n.created_at >= :start AND n.created_at < :end
+    GROUP BY day
+    ORDER BY day
+    """
+)
+# Times run from the push to the worker (or from creation for a task never pushed); `open` is a current count.
+_TASK_TIMES = text(
+    """
+    SELECT
+      percentile_cont(0.5) WITHIN GROUP (
+          ORDER BY CAST(extract(epoch FROM acknowledged_at - COALESCE(notified_at, created_at)) AS float8)
+      ) FILTER (WHERE acknowledged_at >= :start AND acknowledged_at < :end) AS median_ack_s,
+      percentile_cont(0.5) WITHIN GROUP (
+          ORDER BY CAST(extract(epoch FROM done_at - COALESCE(notified_at, created_at)) AS float8)
+      ) FILTER (WHERE done_at >= :start AND done_at < :end) AS median_done_s,
+      count(*) FILTER (WHERE done_at >= :start AND done_at < :end) AS done,
+      count(*) FILTER (WHERE status <> 'done') AS open
+    FROM staff_tasks
+    WHERE organisation_id = :org
+    """
+)
+
+
+async def pushes_per_day(
+    session: AsyncSession, organisation_id: int, *, tz: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Notifications made in [start, end) per calendar day in `tz`: day, notifications, sent (pushes FCM
+    accepted), opened."""
+    rows = await session.execute(_PUSHES_PER_DAY, {"org": organisation_id, "tz": tz, "start": start, "end": end})
+    return [dict(row) for row in rows.mappings()]
+
+
+async def task_times(session: AsyncSession, organisation_id: int, *, start: datetime, end: datetime) -> dict[str, Any]:
+    """The organisation's staff tasks: median_ack_s and median_done_s of those acknowledged / done in
+    [start, end), how many were done then, and how many are open now."""
+    rows = await session.execute(_TASK_TIMES, {"org": organisation_id, "start": start, "end": end})
+    return dict(rows.mappings().one())
+
+
 # The first key of the two-key advisory locks that serialise push decisions per device (any constant no other
 # lock in this database uses; the second key is the device id, folded into int4).
 _DECISION_LOCK = 0x50C0
@@ -273,3 +325,30 @@ async def mark_task_notified(session: AsyncSession, task_id: int, device_id: int
         ),
         {"t": task_id, "d": device_id, "at": at},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LiveNotification:
+    """What the admin UI's live feed shows of one notification: its push's status, its place's name."""
+
+    id: int
+    organisation_id: int
+    device_id: int
+    place_id: int | None
+    place_name: str | None
+    title: str
+    task_id: int | None
+    push_status: str | None  # None: no push (inbox only, or a task)
+
+
+async def live_notifications(session: AsyncSession, notification_ids: Sequence[int]) -> list[LiveNotification]:
+    rows = await session.execute(
+        text(
+            "SELECT n.id, n.organisation_id, n.device_id, n.place_id, p.name AS place_name, n.title, n.task_id,"
+            " d.status AS push_status"
+            " FROM notifications n LEFT JOIN deliveries d ON d.notification_id = n.id AND d.channel = 'fcm'"
+            " LEFT JOIN places p ON p.id = n.place_id WHERE n.id = ANY(CAST(:ids AS bigint[]))"
+        ),
+        {"ids": list(notification_ids)},
+    )
+    return [LiveNotification(**row) for row in rows.mappings()]
