@@ -8,13 +8,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.audit import record_audit
 from kernel.errors import Conflict, Forbidden, NotFound, Problem, Unauthorized, ValidationFailed
 from kernel.sealing import Sealer, SealError
-from services.models import ApiKey, Organisation, Role
+from services import org_repository as repository
+from services.models import Role
 
 ROLE_RANK = {Role.viewer: 0, Role.editor: 1, Role.owner: 2}
 
@@ -36,14 +36,13 @@ class Principal:
 
 
 async def create_organisation(session: AsyncSession, *, name: str, slug: str) -> int:
-    if (await session.execute(select(Organisation.id).where(Organisation.slug == slug))).first():
+    if await repository.organisation_by_slug(session, slug) is not None:
         raise Conflict(f"organisation {slug!r} exists")
-    result = await session.execute(insert(Organisation).values(name=name, slug=slug).returning(Organisation.id))
-    return int(result.scalar_one())
+    return await repository.insert_organisation(session, name, slug)
 
 
 async def get_or_create_organisation(session: AsyncSession, *, name: str, slug: str) -> int:
-    found = (await session.execute(select(Organisation.id).where(Organisation.slug == slug))).scalar_one_or_none()
+    found = await repository.organisation_by_slug(session, slug)
     return found if found is not None else await create_organisation(session, name=name, slug=slug)
 
 
@@ -56,25 +55,17 @@ async def create_api_key(
     purpose: str = "admin",
 ) -> str:
     key = ("pce_" if purpose == "enrolment" else "pck_") + secrets.token_urlsafe(32)
-    await session.execute(
-        insert(ApiKey).values(
-            organisation_id=organisation_id, name=name, role=role, purpose=purpose, key_hash=hash_secret(key)
-        )
+    await repository.insert_api_key(
+        session, organisation_id=organisation_id, name=name, role=role, purpose=purpose, key_hash=hash_secret(key)
     )
     return key
 
 
 async def authenticate_api_key(session: AsyncSession, key: str, purpose: str = "admin") -> Principal:
-    row = (
-        await session.execute(
-            select(ApiKey.id, ApiKey.organisation_id, ApiKey.role, ApiKey.name).where(
-                ApiKey.key_hash == hash_secret(key), ApiKey.revoked_at.is_(None), ApiKey.purpose == purpose
-            )
-        )
-    ).first()
+    row = await repository.api_key_by_hash(session, hash_secret(key), purpose)
     if row is None:
         raise Unauthorized("unknown or revoked API key")
-    return Principal(organisation_id=row.organisation_id, role=Role(row.role), actor=f"api-key:{row.id}:{row.name}")
+    return Principal(organisation_id=row.organisation_id, role=row.role, actor=f"api-key:{row.id}:{row.name}")
 
 
 # ---- the organisation's own settings ----
@@ -95,9 +86,7 @@ class OrganisationSettings:
 
 
 async def organisation_settings(session: AsyncSession, organisation_id: int) -> OrganisationSettings:
-    row = (
-        await session.execute(select(Organisation.late_fix_after_s).where(Organisation.id == organisation_id))
-    ).first()
+    row = await repository.settings(session, organisation_id)
     if row is None:
         raise NotFound(f"organisation {organisation_id} not found")
     return OrganisationSettings(late_fix_after_s=row.late_fix_after_s)
@@ -120,16 +109,10 @@ async def set_late_fix_after_s(
                 )
             ],
         )
-    before = (
-        await session.execute(
-            select(Organisation.late_fix_after_s).where(Organisation.id == organisation_id).with_for_update()
-        )
-    ).first()
+    before = await repository.settings(session, organisation_id, for_update=True)
     if before is None:
         raise NotFound(f"organisation {organisation_id} not found")
-    await session.execute(
-        update(Organisation).where(Organisation.id == organisation_id).values(late_fix_after_s=late_fix_after_s)
-    )
+    await repository.set_late_fix_after_s(session, organisation_id, late_fix_after_s)
     await record_audit(
         session,
         organisation_id=organisation_id,
@@ -177,20 +160,14 @@ async def qr_key(session: AsyncSession, *, sealer: Sealer, organisation_id: int,
     """The organisation's QR signing key (32 random bytes). Made on first need when `create`; without, None while
     the organisation has none (no token of it can be valid). Two first needs at once agree on one key: only the
     first UPDATE finds the column empty, the second reads what it wrote."""
-    statement = select(Organisation.qr_key).where(Organisation.id == organisation_id)
-    row = (await session.execute(statement)).first()
+    row = await repository.qr_key(session, organisation_id)
     if row is None:
         raise NotFound(f"organisation {organisation_id} not found")
     stored: str | None = row.qr_key
     if stored is None:
         if not create:
             return None
-        await session.execute(
-            update(Organisation)
-            .where(Organisation.id == organisation_id, Organisation.qr_key.is_(None))
-            .values(qr_key=_new_sealed_qr_key(sealer))
-        )
-        stored = (await session.execute(statement)).scalar_one()
+        stored = await repository.set_qr_key_if_none(session, organisation_id, _new_sealed_qr_key(sealer))
     assert stored is not None
     return _open_qr_key(sealer, stored)
 
@@ -202,25 +179,15 @@ class QrKeyState:
 
 
 async def qr_key_state(session: AsyncSession, organisation_id: int) -> QrKeyState:
-    row = (
-        await session.execute(
-            select(Organisation.qr_key, Organisation.qr_key_rotated_at).where(Organisation.id == organisation_id)
-        )
-    ).first()
+    row = await repository.qr_key(session, organisation_id)
     if row is None:
         raise NotFound(f"organisation {organisation_id} not found")
-    return QrKeyState(exists=row.qr_key is not None, rotated_at=row.qr_key_rotated_at)
+    return QrKeyState(exists=row.qr_key is not None, rotated_at=row.rotated_at)
 
 
 async def rotate_qr_key(session: AsyncSession, *, sealer: Sealer, organisation_id: int, actor: str) -> QrKeyState:
     """A new random QR key: every code printed before stops verifying (see ROTATION_WARNING). Audited."""
-    found = await session.execute(
-        update(Organisation)
-        .where(Organisation.id == organisation_id)
-        .values(qr_key=_new_sealed_qr_key(sealer), qr_key_rotated_at=func.now())
-        .returning(Organisation.qr_key_rotated_at)
-    )
-    rotated_at = found.scalar_one_or_none()
+    rotated_at = await repository.replace_qr_key(session, organisation_id, _new_sealed_qr_key(sealer))
     if rotated_at is None:
         raise NotFound(f"organisation {organisation_id} not found")
     await record_audit(
