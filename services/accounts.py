@@ -15,12 +15,11 @@ from pwdlib import PasswordHash
 from pwdlib.exceptions import UnknownHashError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kernel.errors import Conflict, Forbidden, Problem, RateLimited, Unauthorized, Unavailable, ValidationFailed
-from services.models import Membership, Role, User
+from services import account_repository as repository
+from services.models import Role
 from services.orgs import Principal
 
 SESSION_COOKIE = "placecast_session"
@@ -83,16 +82,12 @@ def _check_new_credentials(email: str, password: str) -> None:
 
 
 async def find_user_id(session: AsyncSession, email: str) -> int | None:
-    found = await session.execute(select(User.id).where(User.email == normalise_email(email)))
-    return found.scalar_one_or_none()
+    return await repository.user_id_by_email(session, normalise_email(email))
 
 
 async def add_membership(session: AsyncSession, *, user_id: int, organisation_id: int, role: Role) -> None:
     """Make the user a member of the organisation, or change the role they have there."""
-    statement = insert(Membership).values(user_id=user_id, organisation_id=organisation_id, role=role)
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=["user_id", "organisation_id"], set_={"role": role})
-    )
+    await repository.upsert_membership(session, user_id=user_id, organisation_id=organisation_id, role=role)
 
 
 async def create_user(session: AsyncSession, *, email: str, password: str, organisation_id: int, role: Role) -> int:
@@ -101,8 +96,7 @@ async def create_user(session: AsyncSession, *, email: str, password: str, organ
     if await find_user_id(session, email) is not None:
         raise Conflict(f"a user {email!r} exists")
     password_hash = await asyncio.to_thread(_hasher.hash, password)  # ~50 ms of CPU: keep the loop free
-    result = await session.execute(insert(User).values(email=email, password_hash=password_hash).returning(User.id))
-    user_id = int(result.scalar_one())
+    user_id = await repository.insert_user(session, email, password_hash)
     await add_membership(session, user_id=user_id, organisation_id=organisation_id, role=role)
     return user_id
 
@@ -111,16 +105,12 @@ async def set_password(session: AsyncSession, *, user_id: int, password: str) ->
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise ValidationFailed("bad password", [Problem("password", f"between {MIN_PASSWORD} and {MAX_PASSWORD}")])
     password_hash = await asyncio.to_thread(_hasher.hash, password)
-    await session.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+    await repository.set_password_hash(session, user_id, password_hash)
 
 
 async def authenticate(session: AsyncSession, email: str, password: str) -> int | None:
     """The user id when the password is right and the account active; None otherwise (never says which)."""
-    row = (
-        await session.execute(
-            select(User.id, User.password_hash, User.is_active).where(User.email == normalise_email(email))
-        )
-    ).first()
+    row = await repository.credentials(session, normalise_email(email))
     if row is None:
         await asyncio.to_thread(_hasher.verify, password, _dummy_hash())
         return None
@@ -131,8 +121,8 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> int 
     if not valid or not row.is_active:
         return None
     if new_hash is not None:  # the recommended parameters changed since this hash was made
-        await session.execute(update(User).where(User.id == row.id).values(password_hash=new_hash))
-    return int(row.id)
+        await repository.set_password_hash(session, row.user_id, new_hash)
+    return row.user_id
 
 
 async def count_login_attempt(redis: Redis, ip: str, email: str) -> None:
@@ -239,45 +229,32 @@ async def end_session(redis: Redis, token: str) -> None:
         raise Unavailable("the session store (Redis) is unavailable; retry shortly") from error
 
 
-async def _memberships(session: AsyncSession, user_id: int) -> tuple[str, list[Any]] | None:
-    """(email, memberships ordered by organisation id) for an active user; None when gone or disabled."""
-    rows = (
-        await session.execute(
-            text(
-                "SELECT u.email, o.id, o.name, o.slug, m.role FROM users u"
-                " LEFT JOIN memberships m ON m.user_id = u.id LEFT JOIN organisations o ON o.id = m.organisation_id"
-                " WHERE u.id = :u AND u.is_active ORDER BY o.id"
-            ),
-            {"u": user_id},
-        )
-    ).all()
-    if not rows:
-        return None
-    return rows[0].email, [r for r in rows if r.id is not None]
-
-
 async def profile(session: AsyncSession, user_id: int) -> dict[str, Any]:
     """The user and their organisations (the first is the default when no organisation is named)."""
-    found = await _memberships(session, user_id)
+    found = await repository.memberships(session, user_id)
     if found is None:
         raise Unauthorized("this account is disabled or gone; log in again")
     email, memberships = found
     return {
         "user": {"id": user_id, "email": email},
-        "organisations": [{"id": m.id, "name": m.name, "slug": m.slug, "role": m.role} for m in memberships],
+        "organisations": [
+            {"id": m.organisation_id, "name": m.name, "slug": m.slug, "role": m.role} for m in memberships
+        ],
     }
 
 
 async def principal_for_user(session: AsyncSession, user_id: int, organisation_id: int | None) -> Principal:
-    found = await _memberships(session, user_id)
+    found = await repository.memberships(session, user_id)
     if found is None:
         raise Unauthorized("this account is disabled or gone; log in again")
     email, memberships = found
     if not memberships:
         raise Forbidden("you are not a member of any organisation")
     chosen = (
-        memberships[0] if organisation_id is None else next((m for m in memberships if m.id == organisation_id), None)
+        memberships[0]
+        if organisation_id is None
+        else next((m for m in memberships if m.organisation_id == organisation_id), None)
     )
     if chosen is None:
         raise Forbidden(f"you are not a member of organisation {organisation_id}")
-    return Principal(organisation_id=chosen.id, role=Role(chosen.role), actor=f"user:{user_id}:{email}")
+    return Principal(organisation_id=chosen.organisation_id, role=Role(chosen.role), actor=f"user:{user_id}:{email}")
