@@ -5,17 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
-
 from kernel.audit import record_audit
 from kernel.errors import Conflict, Forbidden, NotFound
 from kernel.uow import UnitOfWork
+from services import staff_task_repository as repository
 from services.devices import DeviceAuth
-
-FIELDS = (
-    "id, place_id, place_kind, team, title, body, status, ack_within_s, assigned_device_id, notified_at,"
-    " acknowledged_at, done_at, escalated_at, note, created_at"
-)
 
 
 def _out(row: Any) -> dict[str, Any]:
@@ -26,29 +20,14 @@ async def tasks_for_device(uow: UnitOfWork, device: DeviceAuth) -> list[dict[str
     """Tasks assigned to this device, newest first."""
     if device.role != "staff":
         raise Forbidden("staff tasks are for staff devices")
-    rows = await uow.session.execute(
-        text(
-            f"SELECT {FIELDS} FROM staff_tasks WHERE organisation_id = :o AND assigned_device_id = :d"
-            " ORDER BY id DESC LIMIT 200"
-        ),
-        {"o": device.organisation_id, "d": device.device_id},
-    )
-    return [_out(r) for r in rows.mappings()]
+    rows = await repository.tasks_assigned_to(uow.session, device.organisation_id, device.device_id)
+    return [_out(r) for r in rows]
 
 
 async def _task_for_update(uow: UnitOfWork, device: DeviceAuth, task_id: int) -> Any:
     if device.role != "staff":
         raise Forbidden("staff tasks are for staff devices")
-    row = (
-        (
-            await uow.session.execute(
-                text(f"SELECT {FIELDS} FROM staff_tasks WHERE id = :t AND organisation_id = :o FOR UPDATE"),
-                {"t": task_id, "o": device.organisation_id},
-            )
-        )
-        .mappings()
-        .first()
-    )
+    row = await repository.task_for_update(uow.session, device.organisation_id, task_id)
     if row is None or row["assigned_device_id"] != device.device_id:
         raise NotFound(f"task {task_id} is not yours")
     return row
@@ -59,12 +38,7 @@ async def acknowledge_task(uow: UnitOfWork, *, device: DeviceAuth, task_id: int)
     if task["status"] != "notified":
         raise Conflict(f"task {task_id} is {task['status']}; only a notified task can be acknowledged")
     now = datetime.now(UTC)
-    await uow.session.execute(
-        text(
-            "UPDATE staff_tasks SET status = 'acknowledged', acknowledged_at = :now, updated_at = now() WHERE id = :t"
-        ),
-        {"now": now, "t": task_id},
-    )
+    await repository.mark_acknowledged(uow.session, task_id, now)
     await record_audit(
         uow.session,
         organisation_id=device.organisation_id,
@@ -82,13 +56,7 @@ async def complete_task(uow: UnitOfWork, *, device: DeviceAuth, task_id: int, no
         raise Conflict(f"task {task_id} is {task['status']}")
     now = datetime.now(UTC)
     acknowledged = task["acknowledged_at"] or now
-    await uow.session.execute(
-        text(
-            "UPDATE staff_tasks SET status = 'done', done_at = :now, acknowledged_at = :ack, note = :note,"
-            " updated_at = now() WHERE id = :t"
-        ),
-        {"now": now, "ack": acknowledged, "note": note, "t": task_id},
-    )
+    await repository.mark_done(uow.session, task_id, now, acknowledged, note)
     await record_audit(
         uow.session,
         organisation_id=device.organisation_id,
