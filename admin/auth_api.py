@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.deps import SessionDep, UowDep, require_csrf
+from infra.deps import SessionDep, UowDep, require_csrf, resources_of
 from infra.proxy import client_host, is_https
 from kernel.errors import Unauthorized
 from services import accounts
@@ -55,7 +55,7 @@ def _set_cookie(response: Response, request: Request, token: str) -> None:
 @router.post("/session", response_model=SessionOut)
 async def log_in(body: LoginIn, request: Request, response: Response, uow: UowDep, current: SessionDep) -> Any:
     """Log in with email and password; sets the `placecast_session` cookie."""
-    redis = request.app.state.redis
+    redis = resources_of(request).redis
     address = client_host(request)
     await accounts.count_login_attempt(redis, address, body.email)
     await accounts.check_not_locked(redis, address, body.email)
@@ -75,7 +75,7 @@ async def log_out(request: Request, current: SessionDep) -> Response:
     """End the session (needs X-CSRF-Token); without a live session it only clears the cookie."""
     if current is not None:
         require_csrf(request, current)
-        await accounts.end_session(request.app.state.redis, current.token)
+        await accounts.end_session(resources_of(request).redis, current.token)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(accounts.SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -22,7 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from geofences.activity import EVENT_COLUMNS, VISIT_COLUMNS, EventFilter, VisitFilter
-from infra.deps import MAX_ID, PrincipalDep, SettingsDep, UowDep
+from infra.deps import MAX_ID, PrincipalDep, SettingsDep, UowDep, resources_of
 from infra.http import IsoDateTime
 from infra.settings import Settings
 from kernel.errors import Problem, ValidationFailed
@@ -155,7 +155,7 @@ async def list_events(
     size = _limit(limit, settings)
     if wants_csv(request):
         chunks = activity.event_chunks(
-            request.app.state.session_factory, where, cursor=cursor, limit=size, chunk=settings.page_size_max
+            resources_of(request).session_factory, where, cursor=cursor, limit=size, chunk=settings.page_size_max
         )
         pieces = activity.csv_chunks(chunks, EVENT_COLUMNS)
         return _csv("events", await anext(pieces), pieces)  # the first read fails as a proper error
@@ -191,7 +191,7 @@ async def list_visits(
     size = _limit(limit, settings)
     if wants_csv(request):
         chunks = activity.visit_chunks(
-            request.app.state.session_factory, where, cursor=cursor, limit=size, chunk=settings.page_size_max
+            resources_of(request).session_factory, where, cursor=cursor, limit=size, chunk=settings.page_size_max
         )
         pieces = activity.csv_chunks(chunks, VISIT_COLUMNS)
         return _csv("visits", await anext(pieces), pieces)

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from admin.live_api import KEEP_ALIVE_S, SSE_HEADERS, sse, subscribed
 from geofences.osm_import import DEFAULT_PUBLIC_TAGS, parse_tag_filter
-from infra.deps import PrincipalDep
+from infra.deps import PrincipalDep, resources_of
 from kernel.errors import NotFound, Problem, Unavailable, ValidationFailed
 from services.imports import (
     IMPORT_ID,
@@ -99,7 +99,7 @@ async def start_import(
         "refused_count": 0,
         "error": None,
     }
-    redis = request.app.state.redis
+    redis = resources_of(request).redis
     try:
         await Progress(redis, job.id).update(strict=True, phase="queued", **initial, **empty)
         await redis.enqueue_job("run_import", job.fields(), _job_id=f"import:{job.id}")
@@ -120,13 +120,13 @@ async def _state(redis: Redis, import_id: str, organisation_id: int) -> dict[str
 @router.get("/imports/{import_id}")
 async def get_import(import_id: str, principal: PrincipalDep, request: Request) -> dict[str, Any]:
     """phase: queued | reading (done = OSM objects read) | storing (done of total places) | done | failed."""
-    return await _state(request.app.state.redis, import_id, principal.organisation_id)
+    return await _state(resources_of(request).redis, import_id, principal.organisation_id)
 
 
 @router.get("/imports/{import_id}/events", response_class=StreamingResponse)
 async def import_events(import_id: str, principal: PrincipalDep, request: Request) -> StreamingResponse:
     """Server-sent `progress` events (the state as in GET) until the phase is done or failed, then the end."""
-    redis = request.app.state.redis
+    redis = resources_of(request).redis
     await _state(redis, import_id, principal.organisation_id)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[bytes]:

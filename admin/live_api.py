@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from geofences.activity import ActivityRepository
-from infra.deps import PrincipalDep
+from infra.deps import PrincipalDep, resources_of
 from kernel.errors import Forbidden, Unauthorized, Unavailable
 from services.accounts import REVOCATIONS_CHANNEL, SESSION_COOKIE, load_session, principal_for_user
 from services.orgs import Principal, authenticate_api_key
@@ -128,8 +128,8 @@ async def live(principal: PrincipalDep, request: Request) -> StreamingResponse:
     organisation_id = principal.organisation_id
     events_channel = f"placecast:events:{organisation_id}"
     live_channel = f"placecast:live:{organisation_id}"
-    factory = request.app.state.session_factory
-    redis = request.app.state.redis
+    factory = resources_of(request).session_factory
+    redis = resources_of(request).redis
 
     async def stream() -> AsyncIterator[bytes]:
         pubsub = redis.pubsub()

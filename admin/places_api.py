@@ -23,7 +23,7 @@ from geofences.schemas import (
     place_properties_problems,
 )
 from geofences.validation import FencesNear, GeometryProblem, swapped_axes_problem
-from infra.deps import MAX_ID, IdPath, PrincipalDep, SettingsDep, UowDep
+from infra.deps import MAX_ID, IdPath, PrincipalDep, SettingsDep, UowDep, resources_of
 from kernel.errors import Problem, ValidationFailed
 from services import places as place_service
 from services.models import Role
@@ -32,7 +32,7 @@ router = APIRouter(prefix="/admin/v1", tags=["admin: places"])
 
 
 def _fences_changed(request: Request) -> Any:
-    return request.app.state.fences_changed
+    return resources_of(request).fences_changed
 
 
 async def _swapped_axes(fences: list[FenceSpec], fields: list[str], near: FencesNear) -> list[GeometryProblem]:

@@ -9,9 +9,8 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from infra.deps import MAX_ID, IdPath, PrincipalDep, SettingsDep, UowDep
+from infra.deps import MAX_ID, IdPath, PrincipalDep, ResourcesDep, SettingsDep, UowDep
 from kernel.errors import Problem, ValidationFailed
-from kernel.sealing import Sealer
 from notifications import webhooks
 from notifications.egress import url_problem
 from notifications.rules import EventKind
@@ -88,7 +87,7 @@ class DeliveryPage(BaseModel):
 
 @router.post("/webhooks", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated)
 async def create_webhook(
-    body: WebhookIn, principal: PrincipalDep, uow: UowDep, settings: SettingsDep
+    body: WebhookIn, principal: PrincipalDep, uow: UowDep, settings: SettingsDep, resources: ResourcesDep
 ) -> WebhookCreated:
     principal.require(Role.editor)
     if not settings.webhook_allow_private_networks and (problem := url_problem(str(body.url))):
@@ -99,7 +98,7 @@ async def create_webhook(
         actor=principal.actor,
         url=str(body.url),
         event_types=body.event_types,
-        sealer=Sealer(settings.secret_key.get_secret_value()),
+        sealer=resources.sealer,
     )
     return WebhookCreated(**WebhookOut.from_record(record).model_dump(), secret=secret)
 

@@ -30,8 +30,7 @@ from bench.push import _trusting
 from infra.fake_fcm import RunningFake, local_fcm
 from infra.settings import Settings
 from infra.stack import free_port, private_stack, start_api
-from infra.worker import BoundedSender
-from notifications.push import FcmSender, PushMessage
+from notifications.push import BoundedSender, FcmSender, PushMessage
 from notifications.queue import enqueue_events
 
 WINDOW_S = 0.05  # the pipeline_window_s default
@@ -151,7 +150,7 @@ async def _ceiling(account: Path, fake: RunningFake, n: int, settings: Settings)
         start = time.perf_counter()
         batches = await asyncio.gather(*(sender.send(messages[i : i + chunk]) for i in range(0, n, chunk)))
         elapsed = time.perf_counter() - start
-        await sender.aclose()
+        await fcm.aclose()
     failed = Counter(o.error_code for batch in batches for o in batch if o.status != "sent")
     if failed:
         raise RuntimeError(f"ceiling run: {sum(failed.values())} of {n} pushes failed: {dict(failed)}")

@@ -1,25 +1,21 @@
-"""The ASGI application: resources are made in the lifespan, never at import time."""
+"""The ASGI application: its resources are made in the lifespan by the composition root (`infra/container.py`),
+never at import time; `app.state` holds the settings (from creation) and the resources (while it runs)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from arq import create_pool
-from arq.connections import RedisSettings
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from geofences.builder import ProcessIndexBuilder
-from geofences.registry import FenceRows, IndexRegistry, publish_fence_change
-from geofences.repository import PlaceRepository, fence_versions
-from infra.db import make_engine, make_session_factory
+from infra.container import close_resources, open_resources
 from infra.http import BodyLimitMiddleware, ORJSONResponse, document_errors, install_error_handlers
 from infra.logging import configure_logging
+from infra.resources import Resources
 from infra.settings import Settings, get_settings
-from notifications.queue import enqueue_events
 
 # Error answers beyond what an operation's shape tells (422 with parameters or a body, 413 with a body, 401 with
 # credentials, 404 with a path id, 503 everywhere): a regular expression over "METHOD /path" -> statuses.
@@ -38,65 +34,18 @@ ERROR_ANSWERS = {
 }
 
 
-def redis_settings(settings: Settings) -> RedisSettings:
-    return RedisSettings(
-        host=settings.redis_host,
-        port=settings.redis_port,
-        password=settings.redis_password.get_secret_value(),
-        conn_timeout=2,
-        conn_retries=2,
-    )
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url, settings.db_pool_size)
-        redis = await create_pool(redis_settings(settings))
-        app.state.engine = engine
-        app.state.session_factory = make_session_factory(engine)
-        app.state.redis = redis
-
-        # Index builds get their own small pool: a request holding a connection while it waits
-        # for the index must never starve the build of one.
-        index_engine = make_engine(settings.database_url, pool_size=2, pre_ping=True)  # rare checkouts
-        index_sessions = make_session_factory(index_engine)
-
-        async def load_fences(organisation_id: int) -> FenceRows:
-            async with index_sessions() as session:
-                return await PlaceRepository(session).fences_for_index(organisation_id)
-
-        async def load_versions(organisation_ids: Sequence[int]) -> dict[int, int]:
-            async with index_sessions() as session:
-                return await fence_versions(session, organisation_ids)
-
-        async def fences_changed(organisation_id: int) -> None:
-            """After commit, the fast path only: the version was bumped in PostgreSQL with the change."""
-            await publish_fence_change(redis, organisation_id)
-
-        async def events_recorded(organisation_id: int, event_ids: list[int]) -> None:
-            """After commit: a job for the notification pipeline, and the live feed. If this is lost
-            (Redis down), the worker's sweeper finds the outbox rows."""
-            await enqueue_events(redis, event_ids, settings.pipeline_window_s)
-            await redis.publish(f"placecast:events:{organisation_id}", ",".join(map(str, event_ids)))
-
-        app.state.fences_changed = fences_changed
-        app.state.events_recorded = events_recorded
-        builder = ProcessIndexBuilder(settings.sync_database_url)
-        builder.start()
-        app.state.indexes = IndexRegistry(redis, load_fences, load_versions, rebuild=builder.build)
-        app.state.indexes.start()
+        resources = await open_resources(settings, "api")
+        app.state.resources = resources
         try:
             yield
         finally:
-            await app.state.indexes.stop()
-            builder.close()
-            await redis.aclose()
-            await index_engine.dispose()
-            await engine.dispose()
+            await close_resources(resources)
 
     app = FastAPI(
         title="Placecast",
@@ -146,13 +95,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/ready", tags=["ops"])
     async def ready() -> Response:
         problems = {}
+        resources: Resources = app.state.resources
         try:
-            async with app.state.engine.connect() as conn:
+            async with resources.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as error:
             problems["postgres"] = type(error).__name__
         try:
-            await app.state.redis.ping()
+            await resources.redis.ping()
         except Exception as error:
             problems["redis"] = type(error).__name__
         if problems:

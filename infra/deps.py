@@ -1,4 +1,5 @@
-"""FastAPI dependencies as Annotated aliases: the unit of work, settings, the admin principal.
+"""FastAPI dependencies as Annotated aliases: the process's resources, the unit of work, settings, the admin
+principal. The resources are the composition root's (`infra/container.py`), made in the app's lifespan.
 
 An admin principal comes from an organisation API key (`Authorization: Bearer` or `X-API-Key`) or from the
 browser session cookie set by `POST /admin/v1/session`. A cookie is sent by the browser on its own, so a
@@ -13,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from infra.resources import Resources
 from infra.settings import Settings
 from kernel.errors import Forbidden, Problem, Unauthorized, ValidationFailed
 from kernel.uow import UnitOfWork, unit_of_work
@@ -22,8 +24,17 @@ from services.orgs import Principal, authenticate_api_key
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def _uow(request: Request) -> AsyncIterator[UnitOfWork]:
-    async with unit_of_work(request.app.state.session_factory) as uow:
+def resources_of(request: Request) -> Resources:
+    """The API process's resources; for code that has the request but is no dependency (SSE streams, hooks)."""
+    found: Resources = request.app.state.resources
+    return found
+
+
+ResourcesDep = Annotated[Resources, Depends(resources_of)]
+
+
+async def _uow(resources: ResourcesDep) -> AsyncIterator[UnitOfWork]:
+    async with unit_of_work(resources.session_factory) as uow:
         yield uow
 
 
@@ -47,8 +58,8 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False)
 _cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="Browser session from POST /admin/v1/session")
 
 
-async def _session(request: Request, token: Annotated[str | None, Depends(_cookie)]) -> AdminSession | None:
-    return await load_session(request.app.state.redis, token) if token else None
+async def _session(resources: ResourcesDep, token: Annotated[str | None, Depends(_cookie)]) -> AdminSession | None:
+    return await load_session(resources.redis, token) if token else None
 
 
 # The browser session behind the cookie, or None (no cookie, expired, logged out).

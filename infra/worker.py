@@ -1,83 +1,29 @@
-"""arq worker: clients are created in on_startup and closed in on_shutdown."""
+"""arq worker: its resources are made in on_startup and closed in on_shutdown by the composition root
+(`infra/container.py`); jobs find them in arq's context under `kernel.jobs.RESOURCES`."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from arq import cron, func
 
-from infra.app import redis_settings
-from infra.db import make_engine, make_session_factory
+from infra.container import close_resources, open_resources, redis_settings
 from infra.logging import configure_logging
-from infra.settings import Settings, get_settings
-from kernel.sealing import Sealer
+from infra.resources import Resources
+from infra.settings import get_settings
+from kernel.jobs import RESOURCES
 from kernel.uow import unit_of_work
-from notifications.egress import webhook_client
-from notifications.push import PushMessage, PushOutcome
-from notifications.tasks import deliver_events, deliver_pending, send_webhooks, sweep
-from services.imports import run_import
+from notifications.tasks import PipelineResources, deliver_events, deliver_pending, send_webhooks, sweep
+from services.imports import ImportResources, run_import
 from services.retention import ensure_partitions, purge_old_fixes
 
 log = structlog.get_logger(__name__)
 
-
-class BoundedSender:
-    """Many concurrent jobs must not pile their pushes onto one HTTP/2 connection at once: measured,
-    firebase-admin's async path slows down past ~100 requests in flight. The bound counts pushes, not
-    batches, so a job with 3 pushes does not hold a turn meant for 50; batches go first come, first served (a
-    small one never overtakes a larger one waiting for room), and one larger than the bound goes alone."""
-
-    def __init__(self, sender: Any, in_flight: int) -> None:
-        self._sender = sender
-        self._limit = in_flight
-        self._in_flight = 0
-        self._waiting: deque[object] = deque()
-        self._changed = asyncio.Condition()
-
-    async def send(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
-        n, me = len(messages), object()
-        async with self._changed:
-            self._waiting.append(me)
-            try:
-                await self._changed.wait_for(
-                    lambda: self._waiting[0] is me and (self._in_flight == 0 or self._in_flight + n <= self._limit)
-                )
-            finally:  # served or cancelled: either way the next in line may go now
-                self._waiting.remove(me)
-                self._changed.notify_all()
-            self._in_flight += n
-        try:
-            result: list[PushOutcome] = await self._sender.send(messages)
-            return result
-        finally:
-            async with self._changed:
-                self._in_flight -= n
-                self._changed.notify_all()
-
-    async def aclose(self) -> None:
-        await self._sender.aclose()
-
-
-def make_sender(settings: Settings) -> Any:
-    if settings.fcm_credentials_file is None:
-        log.warning("push_disabled", reason="PLACECAST_FCM_CREDENTIALS_FILE is not set; notifications go to inboxes")
-        return None
-    from notifications.push import FcmSender
-
-    return BoundedSender(
-        FcmSender(
-            settings.fcm_credentials_file,
-            base_url=settings.fcm_base_url,
-            send_path=settings.fcm_send_path,
-            batch_size=settings.fcm_batch_size,
-        ),
-        settings.fcm_in_flight,
-    )
+if TYPE_CHECKING:  # mypy checks that the resources offer what each area's jobs say they use
+    _pipeline: type[PipelineResources] = Resources
+    _imports: type[ImportResources] = Resources
 
 
 async def on_startup(ctx: dict[str, Any]) -> None:
@@ -87,28 +33,25 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     logging.getLogger("arq").propagate = False
     # httpx logs every request at INFO: a line per push. Outcomes are in the job results and the database.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    ctx["settings"] = settings
-    ctx["engine"] = make_engine(settings.database_url, pool_size=5, pre_ping=True)
-    ctx["session_factory"] = make_session_factory(ctx["engine"])
-    ctx["sender"] = make_sender(settings)
-    # Webhook receivers are the organisations' own servers: public addresses only, no environment proxies.
-    ctx["http"] = webhook_client(settings.webhook_allow_private_networks)
-    ctx["sealer"] = Sealer(settings.secret_key.get_secret_value())
+    # arq made ctx["redis"] (it enqueues and runs jobs on it) and closes it itself.
+    ctx[RESOURCES] = await open_resources(settings, "worker", redis=ctx["redis"])
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
-    sender = ctx.get("sender")
-    if sender is not None:
-        await sender.aclose()
-    await ctx["http"].aclose()
-    await ctx["engine"].dispose()
+    await close_resources(resources(ctx))
+
+
+def resources(ctx: dict[str, Any]) -> Resources:
+    found: Resources = ctx[RESOURCES]
+    return found
 
 
 async def maintain_fixes(ctx: dict[str, Any]) -> dict[str, Any]:
     """Keep a week of daily `fixes` partitions ready and drop those past the retention window."""
-    async with unit_of_work(ctx["session_factory"]) as uow:
+    held = resources(ctx)
+    async with unit_of_work(held.session_factory) as uow:
         await ensure_partitions(uow.session)
-        result = await purge_old_fixes(uow.session, ctx["settings"].fix_retention_days)
+        result = await purge_old_fixes(uow.session, held.settings.fix_retention_days)
     log.info("fixes_retention", dropped=result.dropped_partitions, deleted_rows=result.deleted_rows)
     return {"dropped": result.dropped_partitions, "deleted_rows": result.deleted_rows}
 

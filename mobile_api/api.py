@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from geofences.transitions import TransitionConfig
-from infra.deps import UowDep
+from infra.deps import UowDep, resources_of
 from infra.http import ORJSONResponse
 from infra.settings import Settings
 from kernel.uow import UnitOfWork
@@ -51,7 +51,7 @@ async def ingest(
     source: Literal["native", "owntracks", "osmand"] = "native",
 ) -> FixOutcome:
     """The one service call every protocol (native, OwnTracks, OsmAnd) ends in."""
-    index = await request.app.state.indexes.get(device.organisation_id)
+    index = await resources_of(request).fence_indexes().get(device.organisation_id)
     settings: Settings = request.app.state.settings
     outcome = await record_fixes(
         uow,
@@ -65,7 +65,7 @@ async def ingest(
         late_after_s=settings.late_fix_after_s,
     )
     if outcome.events:
-        hook = request.app.state.events_recorded
+        hook = resources_of(request).events_recorded
         event_ids = [e.id for e in outcome.events]
         uow.after_commit(lambda: hook(device.organisation_id, event_ids))
     return outcome
@@ -198,7 +198,7 @@ async def check_in(body: CheckInIn, device: DeviceDep, uow: UowDep, request: Req
         secret=settings.secret_key.get_secret_value(),
         max_accuracy_m=settings.checkin_max_accuracy_m,
     )
-    hook = request.app.state.events_recorded
+    hook = resources_of(request).events_recorded
     uow.after_commit(lambda: hook(device.organisation_id, [event.id]))
     return event.as_dict()
 
@@ -206,6 +206,6 @@ async def check_in(body: CheckInIn, device: DeviceDep, uow: UowDep, request: Req
 @router.post("/checkouts", status_code=status.HTTP_201_CREATED)
 async def check_out(body: CheckOutIn, device: DeviceDep, uow: UowDep, request: Request) -> dict[str, Any]:
     event = await checkins.check_out(uow, device=device, place_id=body.place_id, at=body.ts)
-    hook = request.app.state.events_recorded
+    hook = resources_of(request).events_recorded
     uow.after_commit(lambda: hook(device.organisation_id, [event.id]))
     return event.as_dict()

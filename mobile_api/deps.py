@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from infra.deps import UowDep
+from infra.deps import UowDep, resources_of
 from infra.proxy import client_host
 from infra.settings import Settings
 from kernel.errors import Unauthorized
@@ -25,7 +25,7 @@ REVOKED = "revoked"  # on the device's inbox channel: its open streams re-check 
 async def rate_limit(request: Request, device: DeviceAuth) -> None:
     settings = request.app.state.settings
     await check_rate(
-        request.app.state.redis,
+        resources_of(request).redis,
         f"device:{device.device_id}",
         settings.device_requests_per_window,
         settings.rate_window_s,
@@ -64,7 +64,7 @@ DeviceChangeDep = Annotated[DeviceAuth, Depends(_device_for_change)]
 def announce_revocation(request: Request, uow: UnitOfWork, device_id: int) -> None:
     """After commit, the device's open inbox streams (on any API process) re-check their credential now; if this
     message is lost they still do within a second (see inbox_api)."""
-    redis = request.app.state.redis
+    redis = resources_of(request).redis
 
     async def publish() -> None:
         await redis.publish(INBOX_CHANNEL.format(device_id), REVOKED)
@@ -76,7 +76,7 @@ async def limit_enrolment_by_address(request: Request) -> None:
     """Counted before the key is checked, so guessing enrolment keys is limited too."""
     settings: Settings = request.app.state.settings
     await check_rate(
-        request.app.state.redis,
+        resources_of(request).redis,
         f"enrol-address:{client_host(request)}",
         settings.enrolments_per_address,
         settings.enrolment_window_s,
@@ -87,7 +87,7 @@ async def limit_enrolment_by_address(request: Request) -> None:
 async def limit_enrolment_by_key(request: Request, key: str) -> None:
     settings: Settings = request.app.state.settings
     await check_rate(
-        request.app.state.redis,
+        resources_of(request).redis,
         "enrol-key:" + hashlib.sha256(key.encode()).hexdigest()[:32],
         settings.enrolments_per_key,
         settings.enrolment_window_s,

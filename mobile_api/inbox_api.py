@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.deps import UowDep
+from infra.deps import UowDep, resources_of
 from kernel.errors import NotFound
 from mobile_api.deps import REVOKED, CredentialDep, DeviceDep
 from notifications import repository
@@ -65,8 +65,8 @@ async def inbox_stream(
     on whichever API process that happened: a Redis message makes it immediate, a re-check every second makes it
     certain.
     """
-    factory = request.app.state.session_factory
-    redis = request.app.state.redis
+    factory = resources_of(request).session_factory
+    redis = resources_of(request).redis
 
     async def events() -> AsyncIterator[bytes]:
         last = after
@@ -125,7 +125,7 @@ def _publish_task(request: Request, uow: UowDep, organisation_id: int, task: dic
     )
 
     async def publish() -> None:
-        await request.app.state.redis.publish(LIVE_CHANNEL.format(organisation_id), message)
+        await resources_of(request).redis.publish(LIVE_CHANNEL.format(organisation_id), message)
 
     uow.after_commit(publish)
 

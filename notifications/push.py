@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,3 +318,37 @@ class FcmSender:
     async def aclose(self) -> None:
         # firebase-admin closes its httpx client with asyncio.run(), which a running loop refuses.
         await asyncio.to_thread(self.close)
+
+
+class BoundedSender:
+    """A `PushSender` that bounds the pushes in flight through the one it wraps (closing that one is its owner's
+    business). Many concurrent jobs must not pile their pushes onto one HTTP/2 connection at once: measured,
+    firebase-admin's async path slows down past ~100 requests in flight. The bound counts pushes, not
+    batches, so a job with 3 pushes does not hold a turn meant for 50; batches go first come, first served (a
+    small one never overtakes a larger one waiting for room), and one larger than the bound goes alone."""
+
+    def __init__(self, sender: PushSender, in_flight: int) -> None:
+        self._sender = sender
+        self._limit = in_flight
+        self._in_flight = 0
+        self._waiting: deque[object] = deque()
+        self._changed = asyncio.Condition()
+
+    async def send(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
+        n, me = len(messages), object()
+        async with self._changed:
+            self._waiting.append(me)
+            try:
+                await self._changed.wait_for(
+                    lambda: self._waiting[0] is me and (self._in_flight == 0 or self._in_flight + n <= self._limit)
+                )
+            finally:  # served or cancelled: either way the next in line may go now
+                self._waiting.remove(me)
+                self._changed.notify_all()
+            self._in_flight += n
+        try:
+            return await self._sender.send(messages)
+        finally:
+            async with self._changed:
+                self._in_flight -= n
+                self._changed.notify_all()

@@ -187,12 +187,6 @@ async def _post(http: httpx.AsyncClient, delivery: DueDelivery, secret: str) -> 
         return f"{type(error).__name__}: {str(error)[:ERROR_CHARS]}"
 
 
-def _default_sealer() -> Sealer:
-    from infra.settings import get_settings  # the process's settings, when the caller passes no sealer
-
-    return Sealer(get_settings().secret_key.get_secret_value())
-
-
 def _settlement(delivery: DueDelivery, error: str | None, settled_at: datetime) -> Settlement:
     if error is None:
         return Settlement(delivery.id, "sent", None, None)
@@ -207,12 +201,13 @@ async def send_due(
     http: httpx.AsyncClient,
     now: datetime | None = None,
     limit: int = 200,
-    sealer: Sealer | None = None,
+    *,
+    sealer: Sealer,
 ) -> dict[str, int]:
     """Send up to `limit` due deliveries; returns {"claimed", "sent", "retry", "dead"}.
 
     `now` drives the schedule (what is due, when the next attempt is); tests move it instead of sleeping.
-    `sealer` opens the stored secrets; by default the one of this process's settings.
+    `sealer` opens the stored secrets (the composition root's, made from the process's secret key).
     """
     claimed_at = now if now is not None else datetime.now(UTC)
     lease_until = claimed_at + timedelta(seconds=LEASE_S)
@@ -221,8 +216,6 @@ async def send_due(
     counts = {"claimed": len(due), "sent": 0, "retry": 0, "dead": 0}
     if not due:
         return counts
-    sealer = sealer or _default_sealer()
-
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def attempt(delivery: DueDelivery) -> str | None:

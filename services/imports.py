@@ -15,19 +15,21 @@ import contextlib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from geofences.domain import PlaceSpec
+from geofences.domain import GeometryLimits, PlaceSpec
 from geofences.geojson_io import features_to_places
 from geofences.osm_import import TagFilter, read_osm_places
 from geofences.registry import publish_fence_change
 from geofences.validation import GeometryValidationError
 from kernel.errors import Problem, Unavailable
+from kernel.jobs import RESOURCES
 from kernel.uow import unit_of_work
 from services.places import upsert_places
 
@@ -131,7 +133,33 @@ def _problems(problems: Any) -> list[dict[str, Any]]:
     return [Problem(p.field, p.reason, p.code, p.point).as_dict() for p in problems]
 
 
-def _read_geojson(path: Path, settings: Any) -> tuple[list[PlaceSpec], list[dict[str, Any]]]:
+class ImportSettings(Protocol):
+    """The settings an import reads (`infra.settings.Settings` has them)."""
+
+    @property
+    def geometry_limits(self) -> GeometryLimits: ...
+    @property
+    def osm_node_radius_m(self) -> float: ...
+
+
+class ImportResources(Protocol):
+    """What `run_import` uses of the worker's resources (`infra.resources.Resources` has it)."""
+
+    @property
+    def settings(self) -> ImportSettings: ...
+    @property
+    def session_factory(self) -> async_sessionmaker[AsyncSession]: ...
+    @property
+    def redis(self) -> Redis: ...
+
+
+def resources(ctx: dict[str, Any]) -> ImportResources:
+    """The resources the worker's `on_startup` put in arq's context (`infra/container.py` made them)."""
+    found: ImportResources = ctx[RESOURCES]
+    return found
+
+
+def _read_geojson(path: Path, settings: ImportSettings) -> tuple[list[PlaceSpec], list[dict[str, Any]]]:
     try:
         document = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as error:
@@ -148,7 +176,9 @@ def _read_geojson(path: Path, settings: Any) -> tuple[list[PlaceSpec], list[dict
     ]
 
 
-async def _read_osm(job: ImportJob, settings: Any, progress: Progress) -> tuple[list[PlaceSpec], list[dict[str, Any]]]:
+async def _read_osm(
+    job: ImportJob, settings: ImportSettings, progress: Progress
+) -> tuple[list[PlaceSpec], list[dict[str, Any]]]:
     loop = asyncio.get_running_loop()
 
     def tick(done: int, total: int | None) -> None:  # called in the reader thread
@@ -170,7 +200,8 @@ async def _read_osm(job: ImportJob, settings: Any, progress: Progress) -> tuple[
 async def run_import(ctx: dict[str, Any], fields: dict[str, Any]) -> str:
     """arq job: one import, from its saved upload to places; returns the final phase."""
     job = ImportJob.from_fields(fields)
-    redis, settings = ctx["redis"], ctx["settings"]
+    held = resources(ctx)
+    redis, settings = held.redis, held.settings
     progress = Progress(redis, job.id)
     stored = False
     phase = "failed"
@@ -187,7 +218,7 @@ async def run_import(ctx: dict[str, Any], fields: dict[str, Any]) -> str:
             created = updated = 0
             for start in range(0, len(specs), CHUNK):
                 chunk = specs[start : start + CHUNK]
-                async with unit_of_work(ctx["session_factory"]) as uow:
+                async with unit_of_work(held.session_factory) as uow:
                     c, u = await upsert_places(uow, organisation_id=job.organisation_id, actor=job.actor, specs=chunk)
                 stored = True
                 created, updated = created + c, updated + u

@@ -35,6 +35,8 @@ def test_env() -> Iterator[dict[str, str]]:
         env["PLACECAST_LATE_FIX_AFTER_S"] = str(30 * 86400)
         # The suite enrols hundreds of devices from loopback in a minute; tests of the limits lower them.
         env["PLACECAST_ENROLMENTS_PER_ADDRESS"] = env["PLACECAST_ENROLMENTS_PER_KEY"] = "1000000"
+        # Likewise failed logins from loopback (the contract run tries hundreds); tests of the limit set it.
+        env["PLACECAST_LOGIN_FAILURES_PER_ADDRESS"] = "1000000"
         os.environ.update(env)
         from infra.settings import get_settings
 
@@ -79,7 +81,7 @@ async def org(app):
     from services.orgs import create_api_key, create_organisation
 
     slug = "org-" + secrets.token_hex(4)
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         organisation_id = await create_organisation(uow.session, name=slug, slug=slug)
         key = await create_api_key(uow.session, organisation_id=organisation_id, name="test")
     return organisation_id, {"X-API-Key": key}

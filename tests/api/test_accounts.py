@@ -36,7 +36,7 @@ def _admin_routes(app) -> None:
 
 async def make_user(app, organisation_id: int, role: str = "editor") -> tuple[int, str]:
     email = f"u-{secrets.token_hex(4)}@example.org"
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         user_id = await create_user(
             uow.session, email=email, password=PASSWORD, organisation_id=organisation_id, role=Role(role)
         )
@@ -45,7 +45,7 @@ async def make_user(app, organisation_id: int, role: str = "editor") -> tuple[in
 
 async def make_org(app) -> int:
     slug = "acc-" + secrets.token_hex(4)
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         return await create_organisation(uow.session, name=slug, slug=slug)
 
 
@@ -64,7 +64,7 @@ async def log_in(http: httpx.AsyncClient, email: str, password: str = PASSWORD) 
 
 
 async def audit_actors(app, organisation_id: int) -> list[str]:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         rows = await session.execute(
             text("SELECT actor FROM audit_log WHERE organisation_id = :o ORDER BY id"), {"o": organisation_id}
         )
@@ -88,12 +88,12 @@ async def test_login_me_and_logout(app, world: World) -> None:
 
         # Stored under the token's hash, idle for at most 12 h, and every request pushes the end back.
         key = "placecast:session:" + hashlib.sha256(token.encode()).hexdigest()
-        assert not await app.state.redis.keys(f"*{token}*")
-        assert 12 * 3600 - 60 < await app.state.redis.ttl(key) <= 12 * 3600
-        await app.state.redis.expire(key, 100)
+        assert not await app.state.resources.redis.keys(f"*{token}*")
+        assert 12 * 3600 - 60 < await app.state.resources.redis.ttl(key) <= 12 * 3600
+        await app.state.resources.redis.expire(key, 100)
         me = await http.get("/admin/v1/me")
         assert me.status_code == 200 and me.json() == body
-        assert await app.state.redis.ttl(key) > 100
+        assert await app.state.resources.redis.ttl(key) > 100
         places = await http.get("/admin/v1/places")
         assert places.status_code == 200 and [p["id"] for p in places.json()["items"]] == [world.place_id]
 
@@ -131,7 +131,7 @@ async def test_a_disabled_account_is_logged_out(app, world: World) -> None:
     user_id, email = await make_user(app, world.organisation_id)
     async with browser(app) as http:
         await log_in(http, email)
-        async with unit_of_work(app.state.session_factory) as uow:
+        async with unit_of_work(app.state.resources.session_factory) as uow:
             await uow.session.execute(text("UPDATE users SET is_active = false WHERE id = :u"), {"u": user_id})
         assert (await http.get("/admin/v1/places")).status_code == 401
         again = await http.post("/admin/v1/session", json={"email": email, "password": PASSWORD})
@@ -202,7 +202,7 @@ async def test_audit_entries_name_the_user(app, world: World) -> None:
         assert patched.status_code == 200
         task = await http.post("/admin/v1/tasks", json={"place_id": world.place_id, "title": "Doors"}, headers=headers)
         assert task.status_code == 201
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         rows = await session.execute(
             text("SELECT action, entity, actor FROM audit_log WHERE organisation_id = :o AND actor LIKE 'user:%'"),
             {"o": world.organisation_id},
@@ -269,7 +269,7 @@ async def test_a_viewer_session_changes_nothing(app, world: World) -> None:
 async def test_organisation_switch_and_roles_per_organisation(app, world: World) -> None:
     second, stranger = await make_org(app), await make_org(app)
     user_id, email = await make_user(app, world.organisation_id, "editor")
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         await uow.session.execute(
             text("INSERT INTO memberships (user_id, organisation_id, role) VALUES (:u, :o, 'viewer')"),
             {"u": user_id, "o": second},

@@ -92,7 +92,7 @@ async def sse(http: httpx.AsyncClient, path: str, **kwargs) -> AsyncIterator[Eve
 async def test_live_feed_shows_an_enter_and_never_another_organisations(app, client, world: World, org, served) -> None:
     other_id, other_headers = org
     email = f"watch-{secrets.token_hex(3)}@example.org"
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         await create_user(
             uow.session,
             email=email,
@@ -132,7 +132,7 @@ async def test_live_feed_shows_an_enter_and_never_another_organisations(app, cli
             # Even an id published on the wrong channel is not shown: the feed loads events of its own
             # organisation only. The marker comes after it on the same connection, so it arrives first only
             # if nothing was sent for the stray id.
-            redis = app.state.redis
+            redis = app.state.resources.redis
             await redis.publish(f"placecast:events:{other_id}", str(event["id"]))
             marker = secrets.token_hex(4)
             await redis.publish(f"placecast:live:{other_id}", orjson.dumps({"type": "task", "marker": marker}))
@@ -145,7 +145,7 @@ async def test_live_feed_shows_an_enter_and_never_another_organisations(app, cli
 async def gone(app, *channels: str) -> None:
     """The streams closed by the client let go of their Redis subscriptions (no connection leaks per viewer)."""
     async with asyncio.timeout(5):
-        while any(count for _, count in await app.state.redis.pubsub_numsub(*channels)):  # noqa: ASYNC110
+        while any(count for _, count in await app.state.resources.redis.pubsub_numsub(*channels)):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 
@@ -172,7 +172,7 @@ def at(day: date, hour: int, minute: int = 0) -> datetime:
 
 async def seed_analytics(app, organisation_id: int) -> int:
     """Five ended visits (10, 20, 30, 50, 10 min), one open; three notifications; four tasks. Returns the place id."""
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
 
         async def one(sql: str, **params) -> int:
             return int((await session.execute(text(sql + " RETURNING id"), params)).scalar_one())
@@ -306,7 +306,7 @@ async def test_qr_code_is_a_valid_check_in_for_that_place_only(app, client, worl
     assert (parts.scheme, parts.netloc) == ("placecast", "checkin")
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     assert query["place_id"] == str(world.place_id)
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         await verify_qr_token(
             uow,
             secret=settings.secret_key.get_secret_value(),

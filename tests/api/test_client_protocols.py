@@ -36,7 +36,7 @@ def owntracks_location(lon: float, lat: float, tst: int) -> dict[str, object]:
 
 
 async def events_of(app, device_id: int) -> list[str]:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         rows = await session.execute(text("SELECT kind FROM events WHERE device_id = :d ORDER BY id"), {"d": device_id})
         return list(rows.scalars())
 
@@ -72,7 +72,7 @@ async def test_owntracks_enrols_by_user_and_device_with_the_enrolment_key(client
     headers = {**basic("ville", credential), "X-Limit-U": "ville", "X-Limit-D": "pixel"}
     answer = await client.post("/v1/owntracks", json=owntracks_location(*INSIDE, now + 30), headers=headers)
     assert answer.status_code == 200 and answer.json() == []
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         ids = (
             (
                 await session.execute(
@@ -166,7 +166,7 @@ async def test_traccar_client_query_parameters(client, world: World, app) -> Non
     }
     answer = await client.post("/v1/osmand", params=params)
     assert answer.status_code == 200
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         row = (
             await session.execute(
                 text("SELECT speed_mps, source FROM fixes WHERE device_id = :d"),

@@ -69,7 +69,7 @@ class Org:
 async def make_org(app, client, *, hall: bool) -> Org:
     """An organisation like the `world` fixture (Oodi), plus a viewer key and optionally the tricky hall."""
     slug = "ev-" + secrets.token_hex(4)
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         organisation_id = await create_organisation(uow.session, name=slug, slug=slug)
         admin = await create_api_key(uow.session, organisation_id=organisation_id, name="admin")
         viewer = await create_api_key(uow.session, organisation_id=organisation_id, name="v", role=Role.viewer)
@@ -127,7 +127,7 @@ async def orgs(app, client) -> tuple[Org, Org]:
     stayer = await device(client, mine)
     await act(client, mine, "/v1/checkins", {"place_id": oodi, "lon": INSIDE[0], "lat": INSIDE[1]}, stayer)
     # The late-fix logic is someone else's work: one late event written directly.
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         late_id = (
             await session.execute(
                 text(
@@ -170,7 +170,7 @@ async def truth(app, table: str, organisation_id: int) -> list[dict[str, Any]]:
         " NULL AS duration_s, v.checked_in, v.detected FROM visits v JOIN places p ON p.id = v.place_id"
         " WHERE v.organisation_id = :o ORDER BY v.id DESC",
     }[table]
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         rows = [dict(r) for r in (await session.execute(text(sql), {"o": organisation_id})).mappings()]
     for row in rows:
         if "duration_s" in row:

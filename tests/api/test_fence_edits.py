@@ -73,7 +73,7 @@ async def patch(client, world: World, place_id: int, **body: Any) -> dict[str, A
 
 async def rows(app, organisation_id: int) -> dict[int, str]:
     """Every fence row of the organisation: id -> its row version (xmin changes with any write to the row)."""
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         result = await session.execute(
             text("SELECT id, xmin::text AS v FROM geofences WHERE organisation_id = :o"), {"o": organisation_id}
         )
@@ -84,8 +84,8 @@ async def index_matches_database(app, organisation_id: int, *points: tuple[float
     """Wait until the API's index answers at `points` what PostGIS says (the change is live for fixes)."""
     deadline = time.monotonic() + 10
     while True:
-        index = await app.state.indexes.get(organisation_id)
-        async with app.state.session_factory() as session:
+        index = await app.state.resources.indexes.get(organisation_id)
+        async with app.state.resources.session_factory() as session:
             agree = True
             for lon, lat in points:
                 stored = await session.execute(
@@ -183,7 +183,7 @@ async def test_a_removed_fence_still_exits_the_devices_inside_it_with_its_place(
     assert [(e["kind"], e["zone"], e["fence_id"], e["place_id"]) for e in events] == [
         ("exit", "building", None, world.place_id)
     ]
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         stored = await session.execute(
             text("SELECT kind, place_id, fence_id, visit_id FROM events WHERE id = :e"), {"e": events[0]["id"]}
         )

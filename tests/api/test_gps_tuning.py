@@ -44,7 +44,7 @@ async def send(client, device: dict[str, str], point: tuple[float, float], n: in
 
 
 async def fence_version(app, organisation_id: int) -> int:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         query = text("SELECT fence_version FROM organisations WHERE id = :o")
         return int((await session.execute(query, {"o": organisation_id})).scalar_one())
 
@@ -53,7 +53,7 @@ async def indexed(app, organisation_id: int, fence_id: int, expected: dict[str, 
     """Wait until the API's index gives `fence_id` the tuning `expected` ({}: none); the seconds it took."""
     started = time.monotonic()
     while True:
-        index = await app.state.indexes.get(organisation_id)
+        index = await app.state.resources.indexes.get(organisation_id)
         if dict(index.tuning.get(fence_id, {})) == expected:
             return time.monotonic() - started
         assert time.monotonic() - started < 10, f"the index did not follow: {dict(index.tuning)}"

@@ -184,7 +184,7 @@ async def _stored_fixes(app: Any, batch_id: str) -> int:
 
     from kernel.uow import unit_of_work
 
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         query = text("SELECT count(*) FROM fixes WHERE batch_id = :b")
         return int((await uow.session.execute(query, {"b": batch_id})).scalar_one())
 

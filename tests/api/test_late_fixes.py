@@ -37,7 +37,7 @@ def at(lon_lat: tuple[float, float], ts: datetime, accuracy: float = 10.0) -> di
 
 
 async def owner_of(app, world: World) -> dict[str, str]:
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         key = await create_api_key(uow.session, organisation_id=world.organisation_id, name="owner", role=Role.owner)
     return {"X-API-Key": key}
 
@@ -74,7 +74,7 @@ async def post(client, device: dict[str, str], *fixes: dict[str, Any]) -> list[d
 
 async def notifications_of(app, device_id: int) -> list[tuple[str, list[str]]]:
     """(title, delivery channels) of every notification the pipeline made for the device."""
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         rows = await session.execute(
             text(
                 "SELECT n.title, array_agg(d.channel ORDER BY d.channel) AS channels FROM notifications n"
@@ -86,7 +86,7 @@ async def notifications_of(app, device_id: int) -> list[tuple[str, list[str]]]:
 
 
 async def stored_events(app, device_id: int) -> list[tuple[str, bool]]:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         rows = await session.execute(
             text("SELECT kind, late FROM events WHERE device_id = :d ORDER BY id"), {"d": device_id}
         )

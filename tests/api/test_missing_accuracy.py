@@ -77,7 +77,7 @@ async def walk_in(app, client, world: World, protocol: str) -> tuple[list[str], 
     await send(OUTSIDE, start)
     for n, point in enumerate(INSIDE_WALK, start=1):
         await send(point, start + timedelta(seconds=10 * n))
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         of_device = {"d": device_id}
         kinds = await session.execute(text("SELECT kind FROM events WHERE device_id = :d ORDER BY id"), of_device)
         fixes = await session.execute(

@@ -13,7 +13,7 @@ from tests.api.conftest import BLOCK, FAR_OUTSIDE, INSIDE, fix, register
 
 
 async def count(app, sql: str, **params) -> int:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         return int((await session.execute(text(sql), params)).scalar_one())
 
 
@@ -293,7 +293,7 @@ async def test_other_organisations_place_is_404(client, world, app) -> None:
     from kernel.uow import unit_of_work
     from services.orgs import create_api_key, create_organisation
 
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         org2 = await create_organisation(uow.session, name="o2", slug="o2-" + secrets.token_hex(3))
         key2 = await create_api_key(uow.session, organisation_id=org2, name="a")
     foreign = await client.post(

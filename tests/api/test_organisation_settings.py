@@ -20,13 +20,13 @@ WEEK_S = 7 * 86400
 
 
 async def key(app, world: World, role: Role) -> dict[str, str]:
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         made = await create_api_key(uow.session, organisation_id=world.organisation_id, name=role.value, role=role)
     return {"X-API-Key": made}
 
 
 async def audit_of(app, organisation_id: int) -> list[tuple[str, str, int | None, dict[str, Any]]]:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         rows = await session.execute(
             text(
                 "SELECT action, entity, entity_id, details FROM audit_log"
@@ -67,7 +67,7 @@ async def test_only_the_callers_organisation_changes(app, client, world: World, 
     owner = await key(app, world, Role.owner)
     assert (await client.patch(URL, json={"late_fix_after_s": 3600}, headers=owner)).status_code == 200
     assert (await client.get(URL, headers=other_headers)).json()["late_fix_after_s"] is None
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         stored = await session.execute(
             text("SELECT id, late_fix_after_s FROM organisations WHERE id = ANY(:ids) ORDER BY id"),
             {"ids": [world.organisation_id, other_id]},
@@ -115,7 +115,7 @@ async def test_a_browser_session_needs_the_csrf_token(app, client, world: World)
         assert missing.status_code == 403 and missing.json()["message"] == "CSRF token missing or wrong"
         changed = await http.patch(URL, json={"late_fix_after_s": 900}, headers={"X-CSRF-Token": csrf})
         assert changed.status_code == 200 and changed.json()["late_fix_after_s"] == 900
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         actor = await session.execute(
             text("SELECT actor FROM audit_log WHERE organisation_id = :o AND entity = 'organisation'"),
             {"o": world.organisation_id},

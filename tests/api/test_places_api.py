@@ -56,7 +56,7 @@ async def test_other_organisation_cannot_read_or_change(client, org, app) -> Non
 
     _, headers = org
     place = (await client.post("/admin/v1/places", json=place_body(), headers=headers)).json()
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         other = await create_organisation(uow.session, name="other", slug=f"other-{place['id']}")
         other_key = await create_api_key(uow.session, organisation_id=other, name="x")
     intruder = {"X-API-Key": other_key}
@@ -77,7 +77,7 @@ async def test_viewer_key_cannot_change(client, org, app) -> None:
     from services.orgs import create_api_key
 
     organisation_id, _headers = org
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         viewer = await create_api_key(uow.session, organisation_id=organisation_id, name="v", role=Role.viewer)
     refused = await client.post("/admin/v1/places", json=place_body(), headers={"X-API-Key": viewer})
     assert refused.status_code == 403

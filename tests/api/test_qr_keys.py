@@ -37,13 +37,13 @@ def _signed_as_before(secret: bytes, organisation_id: int, place_id: int, expire
 
 
 async def _owner(app, world: World) -> dict[str, str]:
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         key = await create_api_key(uow.session, organisation_id=world.organisation_id, name="owner", role=Role.owner)
     return {"X-API-Key": key}
 
 
 async def _rotations(app, world: World) -> list[Any]:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         found = await session.execute(
             text("SELECT actor, action, entity FROM audit_log WHERE organisation_id = :o AND entity = 'qr_key'"),
             {"o": world.organisation_id},
@@ -75,7 +75,7 @@ async def test_before_any_code_is_printed_no_token_is_valid_and_none_makes_a_key
     device = await register(client, world)
     forged = _signed_as_before(OLD_PUBLIC_KEY.encode(), world.organisation_id, world.place_id, int(time.time()) + 3600)
     assert (await _check_in(client, device, world.place_id, forged)).status_code == 403
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         stored = await session.scalar(
             text("SELECT qr_key FROM organisations WHERE id = :o"), {"o": world.organisation_id}
         )
@@ -86,7 +86,7 @@ async def test_a_token_signed_with_another_organisations_key_is_refused(app, cli
     device = await register(client, world)
     mine = await _printed(client, world)
     sealer = orgs.qr_key_sealer(settings.secret_key.get_secret_value())
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         slug = "qr-" + secrets.token_hex(4)
         other = await create_organisation(uow.session, name=slug, slug=slug)
         other_key = await orgs.qr_key(uow.session, sealer=sealer, organisation_id=other, create=True)
@@ -150,7 +150,7 @@ async def test_rotation_voids_printed_codes_and_is_audited(app, client, world: W
     assert (await _check_in(client, device, world.place_id, after)).status_code == 201
 
     audit = await _rotations(app, world)
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         stored = await session.scalar(
             text("SELECT qr_key FROM organisations WHERE id = :o"), {"o": world.organisation_id}
         )
@@ -167,7 +167,7 @@ async def test_only_owners_rotate_and_a_browser_session_needs_the_csrf_token(app
     assert (
         await client.post("/admin/v1/organisation/qr-key/rotate", json=confirm, headers=world.admin)
     ).status_code == 403
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         viewer_key = await create_api_key(
             uow.session, organisation_id=world.organisation_id, name="viewer", role=Role.viewer
         )

@@ -47,7 +47,7 @@ async def keys(app, client) -> dict[str, str]:
     from services.orgs import create_api_key, create_organisation
 
     slug = "contract-" + secrets.token_hex(4)
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         organisation_id = await create_organisation(uow.session, name=slug, slug=slug)
         admin = await create_api_key(uow.session, organisation_id=organisation_id, name="admin", role=Role.owner)
         enrolment = await create_api_key(uow.session, organisation_id=organisation_id, name="app", purpose="enrolment")

@@ -104,7 +104,7 @@ async def durable_commits(settings: Any, app: Any) -> AsyncIterator[None]:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND usename = current_user AND pid <> pg_backend_pid()"
         )
-    await app.state.engine.dispose()
+    await app.state.resources.engine.dispose()
     yield
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("ALTER DATABASE {} RESET synchronous_commit").format(database))
@@ -161,7 +161,7 @@ async def test_nothing_acknowledged_is_lost(
     assert content.status_code == 201, content.text
     clock = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
     phones = [await register(client, world, f"{tag}-{n}", clock) for n in range(PHONES)]
-    replay = replay_with(await app.state.indexes.get(world.organisation_id), transition_config(settings))
+    replay = replay_with(await app.state.resources.indexes.get(world.organisation_id), transition_config(settings))
     dependencies = Dependencies(test_env)
     fleet = Fleet(two_replicas, phones, tag)
     driving = asyncio.create_task(fleet.drive())
@@ -188,7 +188,7 @@ async def test_nothing_acknowledged_is_lost(
         fleet.stop(drain_s=10)
         await driving
         # This test process's own app (fixtures of later tests) holds connections from before the restart.
-        await app.state.engine.dispose()
+        await app.state.resources.engine.dispose()
     dsn = settings.sync_database_url.replace("postgresql+psycopg", "postgresql")
     stored = await asyncio.to_thread(settle, dsn, fcm[0], phones, worker)
     problems = read_back(fleet, stored, replay, content.json()["id"], (down_at, up_at))

@@ -27,7 +27,7 @@ async def new_org(app) -> tuple[dict[str, str], str]:
     from services.orgs import create_api_key, create_organisation
 
     slug = "e2e-" + secrets.token_hex(4)
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         org = await create_organisation(uow.session, name=slug, slug=slug)
         admin = await create_api_key(uow.session, organisation_id=org, name="a", role=Role.owner)
         enrol = await create_api_key(uow.session, organisation_id=org, name="e", purpose="enrolment")

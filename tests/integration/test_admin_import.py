@@ -71,7 +71,7 @@ async def test_osm_upload_imports_helsinki_with_progress(app, client, org, serve
     assert phases == sorted(phases), "phases only move forward"
     assert (await client.get(f"/admin/v1/imports/{import_id}", headers=headers)).json() == final
 
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         count = await session.execute(
             text("SELECT count(*) FROM places WHERE organisation_id = :o"), {"o": organisation_id}
         )

@@ -35,7 +35,7 @@ def fcm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningFake,
 
 async def delivery_of(app, device_headers, client) -> tuple[str, str | None, datetime | None, bool]:
     device_id = (await client.get("/v1/devices/me", headers=device_headers)).json()["id"]
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         row = (
             await session.execute(
                 text(

@@ -45,7 +45,7 @@ async def check_in(client, world: World, device: dict[str, str], **extra: Any) -
 
 async def decide(app, event_ids: Sequence[int]) -> PipelineResult:
     """One pipeline job's transaction for these events, as `deliver_events` runs it."""
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         return await process_events(uow, list(event_ids), datetime.now(UTC))
 
 
@@ -55,7 +55,7 @@ async def device_id_of(client, device: dict[str, str]) -> int:
 
 async def notifications_of(app, device_id: int) -> list[tuple[str, bool]]:
     """(title, pushed) of the device's content notifications, oldest first."""
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         rows = await session.execute(
             text(
                 "SELECT n.title, EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id"
@@ -70,7 +70,7 @@ async def waits_for_decision_lock(app, job: asyncio.Task[Any]) -> bool:
     """True once `job` waits for the decision lock an open transaction holds; False if it finished instead."""
     async with asyncio.timeout(30):
         while not job.done():
-            async with app.state.session_factory() as session:
+            async with app.state.resources.session_factory() as session:
                 waiting = await session.execute(
                     text(
                         "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
@@ -91,7 +91,7 @@ async def test_two_jobs_deciding_for_one_device_at_once_keep_its_cap_and_cooldow
     device = await register(client, world, consents={"offers": True})
     first, second = await check_in(client, world, device), await check_in(client, world, device)
 
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         await process_events(uow, first, datetime.now(UTC))
         # Another job (the next batch of the same window, another worker) decides for the same device before
         # this one commits: it must wait, then count this push.
@@ -141,7 +141,9 @@ async def test_unregistered_for_an_old_token_leaves_the_new_one_on(client, app, 
     try:
         fresh = "fresh-" + secrets.token_hex(6)
         report = await send_deliveries(
-            app.state.session_factory, NewTokenWhileInFlight(sender, client, device, fresh), result.notifications
+            app.state.resources.session_factory,
+            NewTokenWhileInFlight(sender, client, device, fresh),
+            result.notifications,
         )
     finally:
         await sender.aclose()
@@ -155,7 +157,7 @@ async def test_unregistered_for_an_old_token_leaves_the_new_one_on(client, app, 
     result = await decide(app, await check_in(client, world, stale))
     sender = FcmSender(account, base_url=fake.base_url)
     try:
-        report = await send_deliveries(app.state.session_factory, sender, result.notifications)
+        report = await send_deliveries(app.state.resources.session_factory, sender, result.notifications)
     finally:
         await sender.aclose()
     assert report.deactivated == 1
@@ -163,7 +165,7 @@ async def test_unregistered_for_an_old_token_leaves_the_new_one_on(client, app, 
 
 
 async def visits_of(app, device_id: int) -> list[tuple[datetime, datetime | None]]:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         rows = await session.execute(
             text("SELECT started_at, ended_at FROM visits WHERE device_id = :d ORDER BY id"), {"d": device_id}
         )

@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from notifications.egress import public_address, url_problem, webhook_client
-from notifications.webhooks import send_due
-from tests.integration.webhook_helpers import Receiver, deliveries_of, enqueue, seed_events, subscribe
+from tests.integration.webhook_helpers import Receiver, deliveries_of, enqueue, seed_events, send_due_now, subscribe
 
 
 @pytest.mark.parametrize(
@@ -94,11 +93,11 @@ async def test_a_delivery_to_our_own_network_is_refused_and_recorded_on_every_se
     await enqueue(app, organisation_id, events)
 
     async with webhook_client(allow_private_networks=False) as http:
-        await send_due(app.state.session_factory, http)
+        await send_due_now(app, http)
     [delivery] = await deliveries_of(app, hook["id"])
     assert delivery.status == "pending" and "not a public address" in delivery.last_error
     assert receiver.received(path) == []
 
     async with webhook_client(allow_private_networks=True) as http:
-        await send_due(app.state.session_factory, http, now=datetime.now(UTC) + timedelta(hours=1))
+        await send_due_now(app, http, now=datetime.now(UTC) + timedelta(hours=1))
     assert len(receiver.received(path)) == 1

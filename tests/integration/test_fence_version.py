@@ -28,12 +28,12 @@ PROBES = (INSIDE, IN_EAST, FAR_OUTSIDE)
 
 
 async def load(app, organisation_id: int) -> FenceRows:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         return await PlaceRepository(session).fences_for_index(organisation_id)
 
 
 async def versions(app, organisation_ids) -> dict[int, int]:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         return await fence_versions(session, organisation_ids)
 
 
@@ -50,7 +50,7 @@ async def redis_back(app) -> None:
     deadline = time.monotonic() + 15
     while True:
         with contextlib.suppress(Exception):
-            if await app.state.redis.ping():
+            if await app.state.resources.redis.ping():
                 return
         assert time.monotonic() < deadline, "redis did not come back"
         await asyncio.sleep(0.1)
@@ -59,7 +59,7 @@ async def redis_back(app) -> None:
 async def test_a_change_saved_while_redis_is_down_reaches_the_index_and_a_restarted_replica_agrees(
     app, client, world: World, test_env
 ) -> None:
-    registry: IndexRegistry = app.state.indexes
+    registry: IndexRegistry = app.state.resources.indexes
     before = await registry.get(world.organisation_id)
     assert before.query(*IN_EAST) == []
     redis = RedisServer(Path(test_env["PLACECAST_VAR_DIR"]).parent / "redis", int(test_env["PLACECAST_REDIS_PORT"]))
@@ -105,7 +105,7 @@ async def test_the_version_read_before_the_rows_makes_a_change_in_between_rebuil
         rows = await load(app, organisation_id)
         loads.append(organisation_id)
         if len(loads) == 1:  # an admin's change commits between the version read and the rows read
-            async with app.state.session_factory() as session, session.begin():
+            async with app.state.resources.session_factory() as session, session.begin():
                 await bump_fence_version(session, organisation_id)
         return rows
 

@@ -14,17 +14,17 @@ from tests.world import FAR_OUTSIDE, INSIDE, World
 
 
 async def load(app, organisation_id: int):
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         return await PlaceRepository(session).fences_for_index(organisation_id)
 
 
 async def versions(app, organisation_ids: Sequence[int]) -> dict[int, int]:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         return await fence_versions(session, organisation_ids)
 
 
 async def bump(app, organisation_id: int) -> None:
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         await bump_fence_version(session, organisation_id)
 
 
@@ -52,7 +52,9 @@ async def test_a_change_is_rebuilt_elsewhere_and_a_failed_rebuild_falls_back_to_
             raise RuntimeError("builder process gone")
         return build_index(await load(app, organisation_id), version)
 
-    registry = IndexRegistry(app.state.redis, lambda o: load(app, o), lambda o: versions(app, o), rebuild=rebuild)
+    registry = IndexRegistry(
+        app.state.resources.redis, lambda o: load(app, o), lambda o: versions(app, o), rebuild=rebuild
+    )
     first = await registry.get(world.organisation_id)
     assert calls == []  # the first build has no index to answer meanwhile: here
 

@@ -18,7 +18,7 @@ async def add_content(app, world: World, **values) -> int:
         "cooldown_s": 3600,
         **values,
     }
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         return int(
             (
                 await session.execute(
@@ -33,7 +33,7 @@ async def add_content(app, world: World, **values) -> int:
 
 
 async def add_task(app, world: World, ack_within_s: int = 1800) -> int:
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         return int(
             (
                 await session.execute(
@@ -81,12 +81,12 @@ async def test_sweeper_recovers_events_whose_job_was_lost(client, app, world: Wo
     await walk_in(client, device)
     from arq import create_pool
 
-    from infra.app import redis_settings
+    from infra.container import redis_settings
 
     redis = await create_pool(redis_settings(settings))
     await redis.flushdb()  # Redis restarted: the queued job is gone, the outbox row is not
     await redis.aclose()
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         await session.execute(
             text("UPDATE outbox SET created_at = created_at - interval '1 minute' WHERE processed_at IS NULL")
         )
@@ -124,7 +124,7 @@ async def test_staff_task_workflow(client, app, world: World, settings) -> None:
     assert (await client.post(f"/v1/tasks/{task_id}/acknowledge", headers=staff)).status_code == 409
     done = await client.post(f"/v1/tasks/{task_id}/complete", json={"note": "Doors close fine"}, headers=staff)
     assert done.json()["status"] == "done" and done.json()["note"] == "Doors close fine"
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         actions = (
             (
                 await session.execute(
@@ -142,7 +142,7 @@ async def test_unacknowledged_task_escalates_to_the_supervisor(client, app, worl
     task_id = await add_task(app, world, ack_within_s=60)
     staff = await register(client, world, role="staff", team="facilities", consents={"tasks": True})
     supervisor = await register(client, world, role="staff", team="facilities", consents={"tasks": True})
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         await session.execute(
             text("UPDATE devices SET is_supervisor = true WHERE id = :d"),
             {"d": (await client.get("/v1/devices/me", headers=supervisor)).json()["id"]},
@@ -151,7 +151,7 @@ async def test_unacknowledged_task_escalates_to_the_supervisor(client, app, worl
     await run_worker(settings)
     await run_worker(settings, jobs=[("sweep", ())])
     assert (await client.get("/v1/inbox", headers=supervisor)).json()["items"] == []  # not overdue yet
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         await session.execute(
             text("UPDATE staff_tasks SET notified_at = :t WHERE id = :id"),
             {"t": datetime.now(UTC) - timedelta(minutes=2), "id": task_id},

@@ -14,7 +14,7 @@ from tests.integration.worker_helpers import run_worker
 
 async def seed_events(app, world: World, count: int) -> list[int]:
     """`count` devices that consent to offers, each with one enter event waiting in the outbox."""
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         devices = (
             await session.execute(
                 text(
@@ -40,7 +40,7 @@ async def seed_events(app, world: World, count: int) -> list[int]:
 
 
 async def notifications_per_event(app, event_ids: list[int]) -> dict[int, int]:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         rows = await session.execute(
             text(
                 "SELECT event_id, count(*) FROM notifications"
@@ -52,7 +52,9 @@ async def notifications_per_event(app, event_ids: list[int]) -> dict[int, int]:
 
 
 async def pipeline_jobs(app) -> list[str]:
-    return [j.decode() for j in await app.state.redis.zrange("arq:queue", 0, -1) if j.startswith(b"pipeline:")]
+    return [
+        j.decode() for j in await app.state.resources.redis.zrange("arq:queue", 0, -1) if j.startswith(b"pipeline:")
+    ]
 
 
 async def test_many_requests_in_one_window_make_one_job_that_delivers_every_event(
@@ -61,13 +63,13 @@ async def test_many_requests_in_one_window_make_one_job_that_delivers_every_even
     await add_content(app, world, title="One job", cooldown_s=0)
     event_ids = await seed_events(app, world, 30)
     for event_id in event_ids:  # as 30 requests would, each after its commit
-        await enqueue_events(app.state.redis, [event_id], window_s=2.0)
+        await enqueue_events(app.state.resources.redis, [event_id], window_s=2.0)
 
     assert 1 <= len(await pipeline_jobs(app)) <= 2  # one per window: 30 calls may straddle a boundary
 
     await run_worker(settings)
     assert await notifications_per_event(app, event_ids) == dict.fromkeys(event_ids, 1)
-    assert await app.state.redis.llen(PENDING_KEY) == 0
+    assert await app.state.resources.redis.llen(PENDING_KEY) == 0
     assert await pipeline_jobs(app) == []
 
 
@@ -79,7 +81,7 @@ async def test_a_backlog_goes_on_in_the_next_windows_job(
     small = settings.model_copy(update={"pipeline_batch_size": 5})
     monkeypatch.setattr(infra.worker, "get_settings", lambda: small)
     event_ids = await seed_events(app, world, 60)
-    await enqueue_events(app.state.redis, event_ids, window_s=0.05)
+    await enqueue_events(app.state.resources.redis, event_ids, window_s=0.05)
 
     worker = await run_worker(settings)
     assert await notifications_per_event(app, event_ids) == dict.fromkeys(event_ids, 1)
@@ -92,7 +94,9 @@ async def test_ids_queued_twice_do_not_strand_the_ones_behind_them(
     await add_content(app, world, title="Twice", cooldown_s=0)
     monkeypatch.setattr(infra.worker, "get_settings", lambda: settings.model_copy(update={"pipeline_batch_size": 5}))
     first, *rest = await seed_events(app, world, 4)
-    await enqueue_events(app.state.redis, [first] * 5 + rest, window_s=0.05)  # a full batch of one id, then more
+    await enqueue_events(
+        app.state.resources.redis, [first] * 5 + rest, window_s=0.05
+    )  # a full batch of one id, then more
 
     await run_worker(settings)
     assert await notifications_per_event(app, [first, *rest]) == dict.fromkeys([first, *rest], 1)

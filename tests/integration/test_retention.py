@@ -8,13 +8,13 @@ from arq import create_pool
 from arq.worker import Worker
 from sqlalchemy import text
 
-from infra.app import redis_settings
+from infra.container import redis_settings
 from infra.worker import WorkerSettings, maintain_fixes
 
 
 async def test_purge_drops_old_partitions_and_keeps_recent_fixes(app, settings) -> None:
     now = datetime.now(UTC)
-    factory = app.state.session_factory
+    factory = app.state.resources.session_factory
     async with factory() as session, session.begin():
         org = (
             await session.execute(text("INSERT INTO organisations (name, slug) VALUES ('r', 'retention') RETURNING id"))
@@ -57,7 +57,7 @@ async def test_purge_drops_old_partitions_and_keeps_recent_fixes(app, settings) 
 async def test_partition_upkeep_skips_a_day_whose_fixes_are_in_the_default_partition(app) -> None:
     far = datetime.now(UTC) + timedelta(days=30)  # no partition prepared that far ahead
     day = "fixes_" + far.strftime("%Y%m%d")
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         await session.execute(
             text(
                 "INSERT INTO fixes (organisation_id, device_id, device_ts, lon, lat, received_at)"

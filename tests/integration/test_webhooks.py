@@ -24,7 +24,6 @@ from notifications.webhooks import (
     LEASE_S,
     MAX_ATTEMPTS,
     backoff_s,
-    send_due,
     verify,
 )
 from services.models import Role
@@ -33,6 +32,7 @@ from tests.integration.webhook_helpers import (
     deliveries_of,
     enqueue,
     seed_events,
+    send_due_now,
     subscribe,
 )
 
@@ -44,7 +44,7 @@ async def test_signature_verifies_with_the_secret_shown_at_creation(app, client,
     place_id, device_id, [event_id] = await seed_events(app, organisation_id, ["enter"])
     assert await enqueue(app, organisation_id, [event_id]) == 1
 
-    assert await send_due(app.state.session_factory, http) == {"claimed": 1, "sent": 1, "retry": 0, "dead": 0}
+    assert await send_due_now(app, http) == {"claimed": 1, "sent": 1, "retry": 0, "dead": 0}
 
     [request] = receiver.received(path)
     [delivery] = await deliveries_of(app, hook["id"])
@@ -91,7 +91,7 @@ async def test_enqueue_follows_kinds_active_subscriptions_and_the_organisation(
     exit_dwell = await subscribe(client, headers, receiver.url(paths["exit_dwell"]), ["exit", "dwell"])
     inactive = await subscribe(client, headers, receiver.url(paths["inactive"]), [])
     await subscribe(client, other_headers, receiver.url(paths["other"]), [])
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         await session.execute(
             text("UPDATE webhook_subscriptions SET active = false WHERE id = :s"), {"s": inactive["id"]}
         )
@@ -114,10 +114,10 @@ async def test_enqueue_follows_kinds_active_subscriptions_and_the_organisation(
     assert rest["next_cursor"] is None
 
     # Switched off after its delivery was queued: nothing more goes to it.
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         await session.execute(text("UPDATE webhook_subscriptions SET active = false WHERE id = :s"), {"s": enter["id"]})
-    assert (await send_due(app.state.session_factory, http, limit=2))["sent"] == 2
-    assert (await send_due(app.state.session_factory, http))["sent"] == 2
+    assert (await send_due_now(app, http, limit=2))["sent"] == 2
+    assert (await send_due_now(app, http))["sent"] == 2
     sent = {name: sorted(r.headers["x-placecast-event"] for r in receiver.received(p)) for name, p in paths.items()}
     assert sent == {
         "enter": [],
@@ -137,11 +137,10 @@ async def test_failing_receiver_is_retried_with_backoff_and_delivered_on_the_thi
     hook = await subscribe(client, headers, receiver.url(path), [])
     _, _, events = await seed_events(app, organisation_id, ["dwell"])
     await enqueue(app, organisation_id, events)
-    factory = app.state.session_factory
     now = datetime.now(UTC)
 
     for attempt in (1, 2):
-        assert await send_due(factory, http, now=now) == {"claimed": 1, "sent": 0, "retry": 1, "dead": 0}
+        assert await send_due_now(app, http, now=now) == {"claimed": 1, "sent": 0, "retry": 1, "dead": 0}
         [delivery] = await deliveries_of(app, hook["id"])
         assert (delivery.status, delivery.attempts) == ("pending", attempt)
         assert delivery.last_error.startswith("HTTP 500: boom")
@@ -149,18 +148,18 @@ async def test_failing_receiver_is_retried_with_backoff_and_delivered_on_the_thi
         assert step / 2 <= (delivery.next_attempt_at - now).total_seconds() <= step
         # Not due a moment before the backoff ends: nothing is sent.
         early = delivery.next_attempt_at - timedelta(milliseconds=1)
-        assert (await send_due(factory, http, now=early))["claimed"] == 0
+        assert (await send_due_now(app, http, now=early))["claimed"] == 0
         assert len(receiver.received(path)) == attempt
         now = delivery.next_attempt_at
 
-    assert await send_due(factory, http, now=now) == {"claimed": 1, "sent": 1, "retry": 0, "dead": 0}
+    assert await send_due_now(app, http, now=now) == {"claimed": 1, "sent": 1, "retry": 0, "dead": 0}
     [delivery] = await deliveries_of(app, hook["id"])
     assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("sent", 3, None)
     requests = receiver.received(path)
     assert len(requests) == 3
     assert {r.headers["x-placecast-delivery"] for r in requests} == {str(delivery.id)}
     assert len({r.body for r in requests}) == 1  # the same body each time, so receivers can dedupe
-    assert (await send_due(factory, http, now=now + timedelta(days=1)))["claimed"] == 0
+    assert (await send_due_now(app, http, now=now + timedelta(days=1)))["claimed"] == 0
 
 
 async def test_dead_after_max_attempts_listed_and_requeued_through_the_admin_api(
@@ -172,18 +171,17 @@ async def test_dead_after_max_attempts_listed_and_requeued_through_the_admin_api
     hook = await subscribe(client, headers, receiver.url(path), ["checkout"])
     _, _, events = await seed_events(app, organisation_id, ["checkout"])
     await enqueue(app, organisation_id, events)
-    factory = app.state.session_factory
     now = datetime.now(UTC)
 
     for _ in range(MAX_ATTEMPTS - 1):
-        assert (await send_due(factory, http, now=now))["retry"] == 1
+        assert (await send_due_now(app, http, now=now))["retry"] == 1
         [delivery] = await deliveries_of(app, hook["id"])
         now = delivery.next_attempt_at
-    assert await send_due(factory, http, now=now) == {"claimed": 1, "sent": 0, "retry": 0, "dead": 1}
+    assert await send_due_now(app, http, now=now) == {"claimed": 1, "sent": 0, "retry": 0, "dead": 1}
     [delivery] = await deliveries_of(app, hook["id"])
     assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("dead", MAX_ATTEMPTS, None)
     assert len(delivery.last_error) <= len("HTTP 500: ") + ERROR_CHARS
-    assert (await send_due(factory, http, now=now + timedelta(days=30)))["claimed"] == 0
+    assert (await send_due_now(app, http, now=now + timedelta(days=30)))["claimed"] == 0
     assert len(receiver.received(path)) == MAX_ATTEMPTS
 
     deliveries_url = f"/admin/v1/webhooks/{hook['id']}/deliveries"
@@ -201,7 +199,7 @@ async def test_dead_after_max_attempts_listed_and_requeued_through_the_admin_api
     again = await client.post(f"/admin/v1/webhook-deliveries/{delivery.id}/retry", headers=headers)
     assert again.status_code == 409
 
-    assert (await send_due(factory, http))["sent"] == 1
+    assert (await send_due_now(app, http))["sent"] == 1
     [delivery] = await deliveries_of(app, hook["id"])
     assert (delivery.status, delivery.attempts) == ("sent", 1)
     assert (await client.get(deliveries_url, params={"status": "dead"}, headers=headers)).json()["items"] == []
@@ -216,7 +214,7 @@ async def test_an_unreachable_subscriber_does_not_stop_the_others(app, client, o
     _, _, events = await seed_events(app, organisation_id, ["enter"])
     await enqueue(app, organisation_id, events)
 
-    assert await send_due(app.state.session_factory, http) == {"claimed": 2, "sent": 1, "retry": 1, "dead": 0}
+    assert await send_due_now(app, http) == {"claimed": 2, "sent": 1, "retry": 1, "dead": 0}
     assert [d.status for d in await deliveries_of(app, good["id"])] == ["sent"]
     [failed] = await deliveries_of(app, bad["id"])
     assert (failed.status, failed.attempts) == ("pending", 1)
@@ -237,7 +235,7 @@ async def test_a_subscriber_trickling_its_answer_times_out_and_is_retried(
     await enqueue(app, organisation_id, events)
 
     started = time.monotonic()
-    assert (await send_due(app.state.session_factory, http))["retry"] == 1
+    assert (await send_due_now(app, http))["retry"] == 1
     assert time.monotonic() - started < 0.9
     [delivery] = await deliveries_of(app, hook["id"])
     assert (delivery.status, delivery.attempts) == ("pending", 1)
@@ -253,16 +251,15 @@ async def test_a_late_answer_after_the_lease_ran_out_does_not_overwrite_the_newe
     hook = await subscribe(client, headers, receiver.url(path), [])
     _, _, events = await seed_events(app, organisation_id, ["enter"])
     await enqueue(app, organisation_id, events)
-    factory = app.state.session_factory
     now = datetime.now(UTC)
 
-    slow = asyncio.create_task(send_due(factory, http, now=now))
+    slow = asyncio.create_task(send_due_now(app, http, now=now))
     for _ in range(300):  # until the first worker's request is in flight
         if receiver.received(path):
             break
         await asyncio.sleep(0.01)
     # A second worker whose clock says the first one's lease has run out (as if it had died) sends again.
-    retaken = await send_due(factory, http, now=now + timedelta(seconds=LEASE_S + 1))
+    retaken = await send_due_now(app, http, now=now + timedelta(seconds=LEASE_S + 1))
     assert retaken == {"claimed": 1, "sent": 1, "retry": 0, "dead": 0}
     assert (await slow)["retry"] == 1
     [delivery] = await deliveries_of(app, hook["id"])
@@ -277,12 +274,12 @@ async def test_a_delivery_another_worker_holds_is_skipped_not_waited_for(app, cl
     await enqueue(app, organisation_id, events)
     held, free = await deliveries_of(app, hook["id"])
 
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         await session.execute(text("SELECT id FROM webhook_deliveries WHERE id = :id FOR UPDATE"), {"id": held.id})
-        counts = await asyncio.wait_for(send_due(app.state.session_factory, http), timeout=5)
+        counts = await asyncio.wait_for(send_due_now(app, http), timeout=5)
     assert counts == {"claimed": 1, "sent": 1, "retry": 0, "dead": 0}
     assert [r.headers["x-placecast-delivery"] for r in receiver.received(path)] == [str(free.id)]
-    assert (await send_due(app.state.session_factory, http))["sent"] == 1
+    assert (await send_due_now(app, http))["sent"] == 1
 
 
 async def test_concurrent_senders_send_each_delivery_once(app, client, orgs, receiver, http) -> None:
@@ -293,9 +290,7 @@ async def test_concurrent_senders_send_each_delivery_once(app, client, orgs, rec
     _, _, events = await seed_events(app, organisation_id, ["enter", "exit", "enter", "exit", "dwell"])
     await enqueue(app, organisation_id, events)
 
-    first, second = await asyncio.gather(
-        send_due(app.state.session_factory, http), send_due(app.state.session_factory, http)
-    )
+    first, second = await asyncio.gather(send_due_now(app, http), send_due_now(app, http))
     assert first["claimed"] + second["claimed"] == 5
     delivery_ids = [r.headers["x-placecast-delivery"] for r in receiver.received(path)]
     assert len(delivery_ids) == len(set(delivery_ids)) == 5
@@ -320,7 +315,7 @@ async def test_secret_is_shown_once_and_input_is_checked(app, client, orgs, rece
     deliveries = await client.get(f"/admin/v1/webhooks/{hook['id']}/deliveries", headers=headers)
     for answer in (listed, deliveries):
         assert hook["secret"] not in answer.text
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         audit = (
             await session.execute(
                 text(
@@ -352,7 +347,7 @@ async def test_other_organisations_and_viewers_cannot_change_webhooks(app, clien
     hook = await subscribe(client, headers, receiver.url(receiver.path()), [])
     _, _, events = await seed_events(app, organisation_id, ["enter"])
     await enqueue(app, organisation_id, events)
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         await session.execute(
             text("UPDATE webhook_deliveries SET status = 'dead' WHERE subscription_id = :s"),
             {"s": hook["id"]},

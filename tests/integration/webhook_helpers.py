@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from infra.stack import free_port
 from kernel.uow import unit_of_work
-from notifications.webhooks import enqueue_for_events
+from notifications.webhooks import enqueue_for_events, send_due
 from services.models import Role
 from services.orgs import create_api_key, create_organisation
 
@@ -126,28 +126,28 @@ async def orgs(app) -> AsyncIterator[OrgMaker]:
 
     async def make(role: Role = Role.editor) -> tuple[int, dict[str, str]]:
         slug = "wh-" + secrets.token_hex(4)
-        async with unit_of_work(app.state.session_factory) as uow:
+        async with unit_of_work(app.state.resources.session_factory) as uow:
             organisation_id = await create_organisation(uow.session, name=slug, slug=slug)
             key = await create_api_key(uow.session, organisation_id=organisation_id, name="t", role=role)
         made.append(organisation_id)
         return organisation_id, {"X-API-Key": key}
 
     yield make
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         await session.execute(
             text("DELETE FROM webhook_subscriptions WHERE organisation_id = ANY(:ids)"), {"ids": made}
         )
 
 
 async def add_key(app, organisation_id: int, role: Role) -> dict[str, str]:
-    async with unit_of_work(app.state.session_factory) as uow:
+    async with unit_of_work(app.state.resources.session_factory) as uow:
         key = await create_api_key(uow.session, organisation_id=organisation_id, name="r", role=role)
     return {"X-API-Key": key}
 
 
 async def seed_events(app, organisation_id: int, kinds: list[str]) -> tuple[int, int, list[int]]:
     """A place, a device and one event per kind; returns (place_id, device_id, event_ids)."""
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         place_id = (
             await session.execute(
                 text("INSERT INTO places (organisation_id, name, kind) VALUES (:o, 'Oodi', 'library') RETURNING id"),
@@ -179,12 +179,18 @@ async def seed_events(app, organisation_id: int, kinds: list[str]) -> tuple[int,
 
 
 async def enqueue(app, organisation_id: int, event_ids: list[int]) -> int:
-    async with app.state.session_factory() as session, session.begin():
+    async with app.state.resources.session_factory() as session, session.begin():
         return await enqueue_for_events(session, organisation_id, event_ids)
 
 
+async def send_due_now(app, http: httpx.AsyncClient, **options: Any) -> dict[str, int]:
+    """The worker's webhook job (`send_due`) with the app's session factory and sealer."""
+    resources = app.state.resources
+    return await send_due(resources.session_factory, http, sealer=resources.sealer, **options)
+
+
 async def deliveries_of(app, subscription_id: int) -> list[Any]:
-    async with app.state.session_factory() as session:
+    async with app.state.resources.session_factory() as session:
         rows = await session.execute(
             text(
                 "SELECT d.id, d.event_id, e.kind, d.status, d.attempts, d.last_error, d.next_attempt_at"

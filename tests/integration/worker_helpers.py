@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from arq import create_pool
 from arq.worker import Worker, func
 
-from infra.app import redis_settings
+from infra.container import redis_settings
 from infra.worker import WorkerSettings
+from kernel.jobs import RESOURCES
 from notifications.tasks import deliver_events, deliver_pending, send_webhooks, sweep
 from services.imports import run_import
 
@@ -28,11 +30,8 @@ async def run_worker(settings, *, sender: Any = None, jobs: list[tuple[str, tupl
 
     async def startup(ctx: dict[str, Any]) -> None:
         await WorkerSettings.on_startup(ctx)
-        ctx["sender"] = sender
-
-    async def shutdown(ctx: dict[str, Any]) -> None:
-        ctx["sender"] = None  # the caller's sender outlives this burst
-        await WorkerSettings.on_shutdown(ctx)
+        # The caller's sender in place of the configured one; the caller closes it (it outlives this burst).
+        ctx[RESOURCES] = replace(ctx[RESOURCES], sender=sender)
 
     worker = Worker(
         functions=[deliver_events, func(deliver_pending, keep_result=5), sweep, send_webhooks, run_import],
@@ -40,7 +39,7 @@ async def run_worker(settings, *, sender: Any = None, jobs: list[tuple[str, tupl
         burst=True,
         poll_delay=0,
         on_startup=startup,
-        on_shutdown=shutdown,
+        on_shutdown=WorkerSettings.on_shutdown,
         max_jobs=10,
     )
     await worker.main()

@@ -1,12 +1,11 @@
-"""The worker's bound on pushes in flight (infra.worker.BoundedSender), with FCM's place taken by a recorder."""
+"""The worker's bound on pushes in flight (notifications.push.BoundedSender), with FCM's place taken by a recorder."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
-from infra.worker import BoundedSender
-from notifications.push import PushMessage, PushOutcome
+from notifications.push import BoundedSender, PushMessage, PushOutcome
 
 
 class Recorder:

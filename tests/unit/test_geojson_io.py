@@ -220,7 +220,7 @@ def places(draw: st.DrawFn) -> PlaceSpec:
     fences = [validate_fence_geometry(g, r, LIMITS) for g, r in geometries]
     text = st.text(min_size=1, max_size=12)
     # What free-form properties may hold (validation.properties_problems): text PostgreSQL stores, 64-bit integers.
-    stored = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), min_size=1, max_size=12)
+    stored = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1, max_size=12)
     integers = st.integers(-(2**63), 2**63 - 1)
     values = st.none() | st.booleans() | integers | st.floats(allow_nan=False, allow_infinity=False) | stored
     extra = draw(

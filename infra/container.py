@@ -1,0 +1,117 @@
+"""The composition root: the one place that makes (and closes) what a process holds open, for the API's lifespan
+(`infra/app.py`) and the worker's `on_startup`/`on_shutdown` (`infra/worker.py`) alike. Nothing here runs at
+import time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+
+import structlog
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+
+from geofences.builder import ProcessIndexBuilder
+from geofences.registry import FenceRows, IndexRegistry
+from geofences.repository import PlaceRepository, fence_versions
+from infra.db import make_engine, make_session_factory
+from infra.resources import Resources, Role
+from infra.settings import Settings
+from kernel.sealing import Sealer
+from notifications.egress import webhook_client
+from notifications.push import BoundedSender, FcmSender, PushSender
+
+log = structlog.get_logger(__name__)
+
+# The worker checks out a connection per batch, not per request: a small pool, pinged (infra/db.py says why).
+WORKER_POOL_SIZE = 5
+# Index builds get their own small pool: a request holding a connection while it waits for the index must never
+# starve the build of one. Checkouts are rare, so they are pinged.
+INDEX_POOL_SIZE = 2
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    return RedisSettings(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        password=settings.redis_password.get_secret_value(),
+        conn_timeout=2,
+        conn_retries=2,
+    )
+
+
+async def open_resources(settings: Settings, role: Role, *, redis: ArqRedis | None = None) -> Resources:
+    """Everything the `role`'s process needs, made in order; if one part fails, those made already are closed.
+
+    `redis`: a pool the caller owns and closes (arq's worker makes its own); otherwise one is made here."""
+    closing = AsyncExitStack()
+    try:
+        if role == "api":
+            engine = make_engine(settings.database_url, settings.db_pool_size)
+        else:
+            engine = make_engine(settings.database_url, pool_size=WORKER_POOL_SIZE, pre_ping=True)
+        closing.push_async_callback(engine.dispose)
+        if redis is None:
+            redis = await create_pool(redis_settings(settings))
+            closing.push_async_callback(redis.aclose)
+        # Webhook receivers are the organisations' own servers: public addresses only, no environment proxies.
+        webhook_http = webhook_client(settings.webhook_allow_private_networks)
+        closing.push_async_callback(webhook_http.aclose)
+        sender = _push_sender(settings, closing) if role == "worker" else None
+        indexes = await _fence_indexes(settings, redis, closing) if role == "api" else None
+        return Resources(
+            role=role,
+            settings=settings,
+            engine=engine,
+            session_factory=make_session_factory(engine),
+            redis=redis,
+            sealer=Sealer(settings.secret_key.get_secret_value()),
+            webhook_http=webhook_http,
+            sender=sender,
+            indexes=indexes,
+            closing=closing,
+        )
+    except BaseException:
+        await closing.aclose()
+        raise
+
+
+async def close_resources(resources: Resources) -> None:
+    """Closes what `open_resources` made, newest first (the fence indexes stop before the pools they read)."""
+    await resources.closing.aclose()
+
+
+def _push_sender(settings: Settings, closing: AsyncExitStack) -> PushSender | None:
+    if settings.fcm_credentials_file is None:
+        log.warning("push_disabled", reason="PLACECAST_FCM_CREDENTIALS_FILE is not set; notifications go to inboxes")
+        return None
+    fcm = FcmSender(
+        settings.fcm_credentials_file,
+        base_url=settings.fcm_base_url,
+        send_path=settings.fcm_send_path,
+        batch_size=settings.fcm_batch_size,
+    )
+    closing.push_async_callback(fcm.aclose)
+    return BoundedSender(fcm, settings.fcm_in_flight)
+
+
+async def _fence_indexes(settings: Settings, redis: ArqRedis, closing: AsyncExitStack) -> IndexRegistry:
+    index_engine = make_engine(settings.database_url, pool_size=INDEX_POOL_SIZE, pre_ping=True)
+    closing.push_async_callback(index_engine.dispose)
+    index_sessions = make_session_factory(index_engine)
+
+    async def load_fences(organisation_id: int) -> FenceRows:
+        async with index_sessions() as session:
+            return await PlaceRepository(session).fences_for_index(organisation_id)
+
+    async def load_versions(organisation_ids: Sequence[int]) -> dict[int, int]:
+        async with index_sessions() as session:
+            return await fence_versions(session, organisation_ids)
+
+    builder = ProcessIndexBuilder(settings.sync_database_url)
+    builder.start()
+    closing.callback(builder.close)
+    indexes = IndexRegistry(redis, load_fences, load_versions, rebuild=builder.build)
+    indexes.start()
+    closing.push_async_callback(indexes.stop)
+    return indexes
