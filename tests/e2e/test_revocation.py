@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import text
 
 from infra.stack import free_port, start_api
-
 from kernel.uow import unit_of_work
 from services.accounts import add_membership, create_user
 from services.models import Role
