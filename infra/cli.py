@@ -52,12 +52,10 @@ def _with_session(work: Callable[[Any], Awaitable[T]]) -> T:
 
 
 async def _org_id(factory: Any, slug: str) -> int:
-    from sqlalchemy import select
-
-    from services.models import Organisation
+    from services.org_repository import organisation_by_slug
 
     async with factory() as session:
-        found = (await session.execute(select(Organisation.id).where(Organisation.slug == slug))).scalar_one_or_none()
+        found = await organisation_by_slug(session, slug)
     if found is None:
         console.print(f"[red]no organisation {slug!r}[/red] (create one with `placecast create-org`)")
         raise typer.Exit(2)

@@ -352,3 +352,32 @@ async def live_notifications(session: AsyncSession, notification_ids: Sequence[i
         {"ids": list(notification_ids)},
     )
     return [LiveNotification(**row) for row in rows.mappings()]
+
+
+async def overdue_tasks(session: AsyncSession, now: datetime) -> list[Any]:
+    """Tasks notified but not acknowledged within their deadline and not escalated yet, locked; a task another
+    job holds is skipped."""
+    rows = await session.execute(
+        text(
+            "SELECT * FROM staff_tasks WHERE status = 'notified' AND escalated_at IS NULL"
+            " AND notified_at + make_interval(secs => ack_within_s) <= :now ORDER BY id FOR UPDATE SKIP LOCKED"
+        ),
+        {"now": now},
+    )
+    return list(rows.mappings())
+
+
+async def supervisors(session: AsyncSession, organisation_id: int, team: str | None) -> list[Any]:
+    """The organisation's supervisor devices (of `team`, or all when the task has none) that are not revoked."""
+    rows = await session.execute(
+        text(
+            "SELECT id, fcm_token, fcm_token_active FROM devices WHERE organisation_id = :o AND is_supervisor"
+            " AND (CAST(:t AS text) IS NULL OR team = :t) AND revoked_at IS NULL"
+        ),
+        {"o": organisation_id, "t": team},
+    )
+    return list(rows)
+
+
+async def mark_escalated(session: AsyncSession, task_id: int, at: datetime) -> None:
+    await session.execute(text("UPDATE staff_tasks SET escalated_at = :now WHERE id = :t"), {"now": at, "t": task_id})
