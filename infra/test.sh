@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite from nothing: installs what is missing, then ruff, mypy, the import contracts and pytest.
-# The tests
-# start their own PostGIS and Redis on free ports in a temporary folder, never touching the demo data.
+# The tests start their own PostGIS and Redis on free ports in a temporary folder, never touching the demo data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Browser tests drive Debian's Chromium (Playwright cannot download its own here).
