@@ -11,6 +11,10 @@ import structlog
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
+import geofences.models  # noqa: F401  (every table registered: see the note below)
+import kernel.audit  # noqa: F401
+import notifications.models  # noqa: F401
+import services.models  # noqa: F401
 from geofences.builder import ProcessIndexBuilder
 from geofences.registry import FenceRows, IndexRegistry
 from geofences.repository import PlaceRepository, fence_versions
@@ -22,6 +26,10 @@ from notifications.egress import webhook_client
 from notifications.push import BoundedSender, FcmSender, PushSender
 
 log = structlog.get_logger(__name__)
+
+# Every table is on kernel.db's metadata before a process's first flush, whatever else it imports: a
+# fence's foreign key names `organisations` (services.models), which the worker's import job never imported on its
+# own (it failed with NoReferencedTableError). The imports above see to it; migrations/env.py does the same.
 
 # The worker checks out a connection per batch, not per request: a small pool, pinged (infra/db.py says why).
 WORKER_POOL_SIZE = 5

@@ -168,3 +168,17 @@ def test_one_time_zone_check() -> None:
         or (isinstance(node, ast.Name | ast.Attribute) and _receiver_name(node) == "ZoneInfoNotFoundError")
     ]
     assert sorted({c.split(":")[0] for c in checks}) == ["kernel/timezones.py"], checks
+
+
+def test_a_worker_process_knows_every_table() -> None:
+    """The composition root registers every model: the worker alone (no API routes imported) must be able to flush
+    a fence, whose foreign key names `organisations` (it failed with NoReferencedTableError)."""
+    script = "import infra.worker, kernel.db, sys; sys.stdout.write(' '.join(sorted(kernel.db.Base.metadata.tables)))"
+    env = {"PATH": "/usr/bin:/bin", "PLACECAST_SECRET_KEY": "s" * 32, "PLACECAST_PG_PASSWORD": "p" * 32}
+    env["PLACECAST_REDIS_PASSWORD"] = "r" * 32
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    tables = set(result.stdout.split())
+    assert {"organisations", "places", "geofences", "devices", "notifications", "audit_log"} <= tables, tables
