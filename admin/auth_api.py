@@ -58,7 +58,8 @@ async def log_in(body: LoginIn, request: Request, response: Response, uow: UowDe
     redis = resources_of(request).redis
     address = client_host(request)
     await accounts.count_login_attempt(redis, address, body.email)
-    await accounts.check_not_locked(redis, address, body.email)
+    limit = request.app.state.settings.login_failures_per_address
+    await accounts.check_not_locked(redis, address, body.email, address_limit=limit)
     user_id = await accounts.authenticate(uow.session, body.email, body.password)
     if user_id is None:
         await accounts.record_login_failure(redis, address, body.email)

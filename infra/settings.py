@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     # environment, e.g. PLACECAST_TRUSTED_PROXIES='["10.0.0.2", "172.16.0.0/12"]'. None by default: the peer of
     # the socket is the client (login throttling and enrolment limits count per client address).
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    # Failed logins from one client address, over all accounts, in the 15-minute login window before it is refused
+    # (429): one address trying a password on each of many accounts is never stopped by the per-account counts.
+    login_failures_per_address: int = Field(default=20, ge=1)
     fix_retention_days: int = Field(default=7, ge=1)
 
     # Geofence engine: the transition model's parameters (see geofences/transitions.py, which documents each;

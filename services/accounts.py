@@ -28,7 +28,6 @@ SESSION_IDLE_S = 12 * 3600  # sliding: every authenticated request pushes it bac
 SESSION_MAX_S = 7 * 86400  # absolute: a stolen cookie kept busy still dies
 LOGIN_ATTEMPTS = 10  # per address and account
 ACCOUNT_FAILURES = 30  # per account from any addresses: guessing spread over many addresses stops here too
-ADDRESS_FAILURES = 20  # per address over all accounts: one address trying password after password on many accounts
 LOGIN_WINDOW_S = 15 * 60
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 takes any length; this only bounds the work one request can ask for
@@ -145,10 +144,10 @@ def _address_key(ip: str) -> str:
     return "placecast:login-failures-from:" + hashlib.sha256(ip.encode()).hexdigest()
 
 
-async def check_not_locked(redis: Redis, ip: str, email: str) -> None:
+async def check_not_locked(redis: Redis, ip: str, email: str, *, address_limit: int) -> None:
     """An account with ACCOUNT_FAILURES failed logins in the window takes none, from any address, until the window
     ends: the price of stopping distributed guessing is that someone can lock an account out for 15 minutes. An
-    address with ADDRESS_FAILURES failed logins over all accounts is refused likewise (a single address trying one
+    address with `address_limit` failed logins over all accounts is refused likewise (a single address trying one
     password on each of many accounts is never stopped by the per-account counts)."""
     try:
         async with redis.pipeline(transaction=False) as pipe:
@@ -158,7 +157,7 @@ async def check_not_locked(redis: Redis, ip: str, email: str) -> None:
             account_failures, account_ttl, address_failures, address_ttl = await pipe.execute()
     except RedisError as error:
         raise Unavailable("the session store (Redis) is unavailable; retry shortly") from error
-    if int(address_failures or 0) >= ADDRESS_FAILURES:
+    if int(address_failures or 0) >= address_limit:
         wait = max(int(address_ttl), 1)
         raise RateLimited("too many failed logins from this address; wait and try again", retry_after_s=wait)
     if int(account_failures or 0) >= ACCOUNT_FAILURES:
