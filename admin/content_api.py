@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from geofences.repository import PlaceRepository
-from infra.deps import IdPath, PrincipalDep, UowDep
+from infra.deps import MAX_ID, IdPath, PrincipalDep, UowDep
 from kernel.audit import record_audit
 from kernel.errors import NotFound, Problem, ValidationFailed
 from kernel.uow import UnitOfWork
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/admin/v1", tags=["admin: content and tasks"])
 
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    place_id: int | None = Field(default=None, ge=1)
+    place_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     place_kind: str | None = Field(default=None, min_length=1, max_length=80)
 
     @model_validator(mode="after")
@@ -114,7 +114,7 @@ async def create_content(body: ContentIn, principal: PrincipalDep, uow: UowDep) 
 
 @router.get("/content")
 async def list_content(
-    principal: PrincipalDep, uow: UowDep, place_id: Annotated[int | None, Query(ge=1)] = None
+    principal: PrincipalDep, uow: UowDep, place_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None
 ) -> list[dict[str, Any]]:
     rows = await content_repository.list_content(uow.session, principal.organisation_id, place_id)
     return [_as_dict(r) for r in rows]
@@ -156,7 +156,7 @@ async def list_tasks(
 class StaffDevicePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     team: str | None = Field(default=None, max_length=100)
-    is_supervisor: bool | None = None
+    is_supervisor: StrictBool | None = None  # 0 or "yes" is a client bug, not a yes
 
 
 @router.patch("/devices/{device_id}")

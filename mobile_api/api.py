@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from geofences.transitions import TransitionConfig
-from infra.deps import UowDep, resources_of
+from infra.deps import MAX_ID, UowDep, resources_of
 from infra.http import ORJSONResponse
 from infra.settings import Settings
 from kernel.uow import UnitOfWork
@@ -168,7 +168,7 @@ async def post_fix_batch(body: FixBatchIn, device: DeviceDep, uow: UowDep, reque
 
 class CheckInIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    place_id: int = Field(ge=1)
+    place_id: int = Field(ge=1, le=MAX_ID)
     lat: Latitude | None = None
     lon: Longitude | None = None
     accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
@@ -178,7 +178,7 @@ class CheckInIn(BaseModel):
 
 class CheckOutIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    place_id: int = Field(ge=1)
+    place_id: int = Field(ge=1, le=MAX_ID)
     ts: Timestamp | None = Field(default=None, description="When, on the device's clock (as check-ins and fixes)")
 
 
