@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from arq import cron, func
+from arq.worker import Worker, get_kwargs
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infra.container import close_resources, open_resources, redis_settings
 from infra.logging import configure_logging
@@ -83,6 +87,26 @@ class WorkerSettings:
     keep_result = 60
 
 
+REDIS_RETRY_S = 1.0
+
+
+class ResilientWorker(Worker):
+    """arq's worker, except that a lost Redis connection does not end it.
+
+    arq's poll loop lets the connection error out of `main`, and the worker exits (then `placecast up` stops the
+    whole service): a Redis restart or failover would stop every push until someone restarts the worker. Here a
+    poll that cannot reach Redis is logged and tried again a second later; redis-py reconnects by itself once Redis
+    is back. Nothing is lost meanwhile: events wait in the outbox in PostgreSQL and the sweep finds them
+    (tests/e2e/test_outages.py reads them all back)."""
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisConnectionError, RedisTimeoutError, ConnectionError) as error:
+            log.warning("worker_redis_unavailable", error=repr(error)[:200], retry_s=REDIS_RETRY_S)
+            await asyncio.sleep(REDIS_RETRY_S)
+
+
 def main() -> None:
     """`python -m infra.worker`: arq's worker, as `arq infra.worker.WorkerSettings` runs it, on uvloop.
     Measured with `python -m bench.pipeline`: the event loop's own work is a visible share of every push
@@ -91,11 +115,10 @@ def main() -> None:
 
     import uvloop
     from arq.logs import default_log_config
-    from arq.worker import run_worker
 
     logging.config.dictConfig(default_log_config(verbose=False))
     uvloop.install()
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
+    ResilientWorker(**get_kwargs(WorkerSettings)).run()  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

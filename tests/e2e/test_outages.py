@@ -130,7 +130,6 @@ def settle(dsn: str, fake: RunningFake, phones: list[Phone], worker: Worker) -> 
     deadline = time.monotonic() + SETTLE_S
     with fake.client() as http:
         while time.monotonic() < deadline and not settled(load(dsn, http, phones)):
-            worker.revive()
             time.sleep(0.5)
         time.sleep(1.0)  # a push sent twice would arrive by now
         return load(dsn, http, phones)
@@ -180,8 +179,6 @@ async def test_nothing_acknowledged_is_lost(
             up_at = time.time()
             if how == "wipe":
                 os.kill(worker.process.pid, signal.SIGCONT)
-        # The worker exits when Redis goes away (see the test below): it is started again, as by a supervisor.
-        worker.revive()
         resumed_s = await fleet.until_acknowledged(20, since=time.monotonic(), timeout_s=20)
         await asyncio.sleep(AFTER_S)
     finally:
@@ -191,6 +188,9 @@ async def test_nothing_acknowledged_is_lost(
         await app.state.resources.engine.dispose()
     dsn = settings.sync_database_url.replace("postgresql+psycopg", "postgresql")
     stored = await asyncio.to_thread(settle, dsn, fcm[0], phones, worker)
+    assert worker.process.poll() is None and worker.deaths == deaths, (
+        "the worker died in the outage:\n" + (worker.log.read_text()[-3000:])
+    )
     problems = read_back(fleet, stored, replay, content.json()["id"], (down_at, up_at))
     enters = len(building_enters(stored))
     repeats = sum(1 for copies in Counter(m["data"]["notification_id"] for m in stored.pushes).values() if copies > 1)
@@ -204,11 +204,6 @@ async def test_nothing_acknowledged_is_lost(
     assert resumed_s < 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="arq's poll loop does not survive a lost Redis connection: the worker exits (infra/worker.py), and"
-    " `placecast up` then stops the whole service; nothing is pushed until someone starts it again",
-)
 async def test_the_worker_outlives_a_redis_outage(test_env: dict[str, str], worker: Worker) -> None:
     worker.revive()
     await asyncio.sleep(3)  # started: connected to Redis and PostgreSQL, its first sweep run
