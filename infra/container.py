@@ -23,7 +23,8 @@ from infra.resources import Resources, Role
 from infra.settings import Settings
 from kernel.sealing import Sealer
 from notifications.egress import webhook_client
-from notifications.push import BoundedSender, FcmSender, PushSender
+from notifications.push import BoundedSender, Channel, ChannelSender, FcmSender, PushSender
+from notifications.webpush import WebPushSender
 
 log = structlog.get_logger(__name__)
 
@@ -90,17 +91,34 @@ async def close_resources(resources: Resources) -> None:
 
 
 def _push_sender(settings: Settings, closing: AsyncExitStack) -> PushSender | None:
+    """The worker's sender: each device's pushes through its channel's sender (FCM, Web Push), each bounded."""
+    senders: dict[Channel, PushSender] = {}
     if settings.fcm_credentials_file is None:
-        log.warning("push_disabled", reason="PLACECAST_FCM_CREDENTIALS_FILE is not set; notifications go to inboxes")
+        log.warning("push_disabled", channel="fcm", reason="PLACECAST_FCM_CREDENTIALS_FILE is not set")
+    else:
+        fcm = FcmSender(
+            settings.fcm_credentials_file,
+            base_url=settings.fcm_base_url,
+            send_path=settings.fcm_send_path,
+            batch_size=settings.fcm_batch_size,
+        )
+        closing.push_async_callback(fcm.aclose)
+        senders["fcm"] = BoundedSender(fcm, settings.fcm_in_flight)
+    if not settings.webpush_enabled or settings.vapid_private_key is None:
+        log.warning("push_disabled", channel="webpush", reason="Web Push is off or has no VAPID key")
+    else:
+        webpush = WebPushSender(
+            settings.vapid_private_key.get_secret_value(),
+            settings.vapid_subject,
+            local_origin=settings.webpush_local_origin if settings.environment != "production" else None,
+            max_connections=settings.webpush_in_flight,
+        )
+        closing.push_async_callback(webpush.aclose)
+        senders["webpush"] = BoundedSender(webpush, settings.webpush_in_flight)
+    if not senders:
+        log.warning("push_disabled", reason="no push channel is configured; notifications go to inboxes")
         return None
-    fcm = FcmSender(
-        settings.fcm_credentials_file,
-        base_url=settings.fcm_base_url,
-        send_path=settings.fcm_send_path,
-        batch_size=settings.fcm_batch_size,
-    )
-    closing.push_async_callback(fcm.aclose)
-    return BoundedSender(fcm, settings.fcm_in_flight)
+    return ChannelSender(senders)
 
 
 async def _fence_indexes(settings: Settings, redis: ArqRedis, closing: AsyncExitStack) -> IndexRegistry:

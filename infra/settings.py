@@ -25,6 +25,18 @@ ASSUMED_ACCURACY_M = {"native": 30.0, "owntracks": 30.0, "osmand": 30.0}
 # `<var_dir>/secrets/`, mode 0600. The environment wins over a file; production reads only the environment. There
 # is no public default: with neither, the settings refuse to load and say what to do.
 SECRET_FILES = {"secret_key": "secret-key", "pg_password": "pg-password", "redis_password": "redis-password"}
+# The VAPID key Web Push is signed with (a P-256 private key, base64url), generated beside them the same way; unlike
+# them it is optional: without it Web Push is off, which production allows only with PLACECAST_WEBPUSH_ENABLED=false.
+VAPID_KEY_FILE = "vapid-private-key"
+DEFAULT_VAPID_SUBJECT = "mailto:placecast@localhost"
+
+
+def _fresh_secret(name: str) -> str:
+    if name == VAPID_KEY_FILE:
+        from notifications.webpush import new_vapid_private_key  # cryptography: only when one is made
+
+        return new_vapid_private_key()
+    return secrets.token_urlsafe(32)
 
 
 def secrets_dir(var_dir: Path) -> Path:
@@ -47,14 +59,14 @@ def ensure_secret_files(var_dir: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     paths: dict[str, Path] = {}
-    for name in SECRET_FILES.values():
+    for name in (*SECRET_FILES.values(), VAPID_KEY_FILE):
         path = paths[name] = folder / name
         if path.exists():
             continue
         fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.")  # mkstemp creates it 0600
         try:
             with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(32) + "\n")
+                out.write(_fresh_secret(name) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
             with contextlib.suppress(FileExistsError):  # another first run won: keep its value
@@ -187,6 +199,16 @@ class Settings(BaseSettings):
     # Pushes in flight per worker process: firebase-admin's async path slows down past ~100 (bench.pipeline).
     fcm_in_flight: int = Field(default=100, ge=1, le=1000)
     fcm_batch_size: int = Field(default=50, ge=1, le=500)  # measured: 50 beats 500 on send_each_async
+    # Web Push (notifications/webpush.py) for devices that registered a browser subscription. The VAPID key comes
+    # from PLACECAST_VAPID_PRIVATE_KEY or, outside production, var/secrets/vapid-private-key (generated on the
+    # first run); the subject is the contact push services see (mailto: or https:), required in production.
+    webpush_enabled: bool = True
+    vapid_private_key: SecretStr | None = None
+    vapid_subject: str = Field(default=DEFAULT_VAPID_SUBJECT, pattern=r"^(mailto:\S+@\S+|https://\S+)$")
+    webpush_in_flight: int = Field(default=100, ge=1, le=1000)
+    # Development and tests only: the local push service (infra/fake_webpush.py, e.g. http://127.0.0.1:8089) whose
+    # endpoints may be registered and reached although they are not public addresses.
+    webpush_local_origin: str | None = None
 
     # Worker: measured (see README); one job handles a batch of events.
     worker_max_jobs: int = 50
@@ -248,6 +270,33 @@ class Settings(BaseSettings):
         if production and _plain(data["pg_password"]) == "placecast":  # the public password of earlier versions
             raise ValueError("PLACECAST_PG_PASSWORD must not be the old public default in production")
         return data
+
+    @model_validator(mode="after")
+    def _vapid_configured(self) -> Settings:
+        """The VAPID key from the environment or, outside production, its generated file; checked to be a P-256 key.
+        Production refuses to start with Web Push on and no key, the default subject, or a local push service."""
+        production = self.environment == "production"
+        if self.vapid_private_key is None and not production:
+            found = read_secret_file(self.var_dir, VAPID_KEY_FILE)
+            self.vapid_private_key = SecretStr(found) if found else None
+        if production and self.webpush_enabled:
+            if self.vapid_private_key is None:
+                raise ValueError(
+                    "PLACECAST_VAPID_PRIVATE_KEY not configured: Web Push needs it in production"
+                    " (or set PLACECAST_WEBPUSH_ENABLED=false)"
+                )
+            if self.vapid_subject == DEFAULT_VAPID_SUBJECT:
+                raise ValueError("PLACECAST_VAPID_SUBJECT must name a real contact (mailto: or https:) in production")
+        if production and self.webpush_local_origin:
+            raise ValueError("PLACECAST_WEBPUSH_LOCAL_ORIGIN is for development and tests only")
+        if self.vapid_private_key is not None:
+            from notifications.webpush import vapid_public_key
+
+            try:
+                vapid_public_key(self.vapid_private_key.get_secret_value())
+            except Exception as exc:
+                raise ValueError("PLACECAST_VAPID_PRIVATE_KEY is not a P-256 private key (base64url or DER)") from exc
+        return self
 
     @property
     def database_url(self) -> str:

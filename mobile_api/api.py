@@ -10,9 +10,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from geofences.transitions import TransitionConfig
-from infra.deps import MAX_ID, UowDep, resources_of
+from infra.deps import MAX_ID, SettingsDep, UowDep, resources_of
 from infra.http import ORJSONResponse
 from infra.settings import Settings
+from kernel.errors import NotFound, Problem, ValidationFailed
 from kernel.uow import UnitOfWork
 from mobile_api.deps import DeviceChangeDep, DeviceDep, EnrolmentDep, announce_revocation
 from mobile_api.schemas import (
@@ -25,7 +26,10 @@ from mobile_api.schemas import (
     Purpose,
     PushTargetUpdate,
     Timestamp,
+    WebPushSubscriptionIn,
 )
+from notifications.egress import url_problem
+from notifications.webpush import origin, vapid_public_key
 from services import checkins, devices
 from services.devices import DeviceAuth
 from services.tracking import FixOutcome, FixRecord, record_fixes
@@ -120,6 +124,48 @@ async def update_fcm_token(body: PushTargetUpdate, device: DeviceDep, uow: UowDe
     """Replace the push target: an FCM registration token or a Firebase installation ID (null: none)."""
     await devices.update_device(uow.session, device.device_id, body.push_target())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def webpush_endpoint_problem(endpoint: str, settings: Settings) -> str | None:
+    """Why a Web Push endpoint may not be stored: it must be https and reach a public address (the webhook rules,
+    notifications/egress.py), except the configured local push service outside production."""
+    local = settings.webpush_local_origin
+    if local and settings.environment != "production" and origin(endpoint) == origin(local):
+        return None
+    if not endpoint.startswith("https://"):
+        return "a push service endpoint must be https"
+    problem = url_problem(endpoint)
+    return problem and problem.replace("webhooks go to", "push services are at")
+
+
+@router.put("/devices/me/web-push", status_code=status.HTTP_204_NO_CONTENT)
+async def set_web_push(body: WebPushSubscriptionIn, device: DeviceDep, uow: UowDep, settings: SettingsDep) -> Response:
+    """Register the browser's Web Push subscription (`PushSubscription.toJSON()`, subscribed with the key from
+    `GET /v1/push/vapid-public-key`); from now on this device's pushes go through Web Push."""
+    if problem := webpush_endpoint_problem(body.endpoint, settings):
+        raise ValidationFailed("the push endpoint must reach a public push service", [Problem("endpoint", problem)])
+    await devices.update_device(uow.session, device.device_id, body.subscription())
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete("/devices/me/web-push", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_web_push(device: DeviceDep, uow: UowDep) -> Response:
+    """Forget the Web Push subscription (the app unsubscribed); pushes go to the FCM token again, if there is one."""
+    values = {"webpush_endpoint": None, "webpush_p256dh": None, "webpush_auth": None, "push_channel": "fcm"}
+    await devices.update_device(uow.session, device.device_id, values)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class VapidKey(BaseModel):
+    public_key: str = Field(description="The `applicationServerKey` for `pushManager.subscribe` (base64url)")
+
+
+@router.get("/push/vapid-public-key", response_model=VapidKey, responses={404: {"description": "Web Push is off"}})
+async def get_vapid_public_key(settings: SettingsDep) -> VapidKey:
+    """The server's VAPID public key, which a browser subscribes with. Needs no credential: it is public."""
+    if not settings.webpush_enabled or settings.vapid_private_key is None:
+        raise NotFound("Web Push is not enabled on this server")
+    return VapidKey(public_key=vapid_public_key(settings.vapid_private_key.get_secret_value()))
 
 
 class ConsentsIn(BaseModel):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -102,8 +104,8 @@ class PushTargetIn(BaseModel):
     def push_target(self) -> dict[str, str | None]:
         """The device columns: the target, and the kind that decides which field of the FCM message carries it."""
         if self.firebase_installation_id is not None:
-            return {"fcm_token": self.firebase_installation_id, "push_target_kind": "fid"}
-        return {"fcm_token": self.fcm_token, "push_target_kind": "token"}
+            return {"fcm_token": self.firebase_installation_id, "push_target_kind": "fid", "push_channel": "fcm"}
+        return {"fcm_token": self.fcm_token, "push_target_kind": "token", "push_channel": "fcm"}
 
 
 class PushTargetUpdate(PushTargetIn):
@@ -140,3 +142,56 @@ class DeviceIn(PushTargetIn):
     def device_fields(self) -> dict[str, object]:
         """The columns of the device row to insert."""
         return {**self.model_dump(exclude=_TARGET_FIELDS), **self.push_target()}
+
+
+def _b64url(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def _b64url_key(length: int, what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        raw = _b64url(value)
+        if len(raw) != length:
+            raise ValueError(f"{what} must be {length} bytes, base64url-encoded; this is {len(raw)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _p256_point(value: str) -> str:
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _b64url(value))
+    except ValueError as exc:
+        raise ValueError("p256dh is not a point on P-256 (uncompressed, 65 bytes)") from exc
+    return value
+
+
+_B64URL = r"^[A-Za-z0-9_-]+={0,2}$"
+
+
+class WebPushKeys(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    p256dh: Annotated[
+        str, Field(pattern=_B64URL, max_length=100), _b64url_key(65, "p256dh"), AfterValidator(_p256_point)
+    ] = Field(description="The browser's P-256 public key (base64url, 65 bytes uncompressed)")
+    auth: Annotated[str, Field(pattern=_B64URL, max_length=50), _b64url_key(16, "auth")] = Field(
+        description="The subscription's authentication secret (base64url, 16 bytes)"
+    )
+
+
+class WebPushSubscriptionIn(BaseModel):
+    """A browser's `PushSubscription.toJSON()`, as `pushManager.subscribe({applicationServerKey})` gave it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    endpoint: str = Field(min_length=10, max_length=2048, pattern=r"^https?://", description="The push service URL")
+    expirationTime: float | None = Field(default=None, description="Ignored; browsers send null")
+    keys: WebPushKeys
+
+    def subscription(self) -> dict[str, str | None]:
+        """The device columns: the subscription, switched on, and the channel its pushes now go through."""
+        return {
+            "webpush_endpoint": self.endpoint,
+            "webpush_p256dh": self.keys.p256dh,
+            "webpush_auth": self.keys.auth,
+            "push_channel": "webpush",
+        }

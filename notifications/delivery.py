@@ -1,4 +1,4 @@
-"""Push deliveries: claim with a lease, send through a `PushSender`, record what FCM answered.
+"""Push deliveries: claim with a lease, send through a `PushSender`, record what FCM or the Web Push service answered.
 
 A delivery is claimed (`sending`, lease in `next_attempt_at`) in its own committed transaction before
 the send, and settled after it. A worker told to stop (SIGTERM) finishes what it started, so nothing goes
@@ -38,11 +38,26 @@ def backoff_s(attempt: int) -> float:
     return float(min(3600, 2**attempt * 2) * (0.75 + random.random() / 2))
 
 
+def _webpush(row: Any) -> bool:
+    return bool(row.push_channel == "webpush")
+
+
+def _target(row: Any) -> str | None:
+    """Where this delivery's push goes: the device's Web Push endpoint or FCM target, whichever its channel says."""
+    target = row.webpush_endpoint if _webpush(row) else row.fcm_token
+    return str(target) if target else None
+
+
+def _sendable(row: Any) -> bool:
+    return bool(_target(row) and (row.webpush_active if _webpush(row) else row.fcm_token_active))
+
+
 def _message(row: Any) -> PushMessage:
     data = {str(k): str(v) for k, v in (row.data or {}).items()}
+    webpush = _webpush(row)
     return PushMessage(
         notification_id=row.notification_id,
-        token=row.fcm_token,
+        token=_target(row) or "",
         title=row.title,
         body=row.body,
         data=data,
@@ -50,6 +65,9 @@ def _message(row: Any) -> PushMessage:
         collapse_key=f"n{row.notification_id}",
         target_kind=row.push_target_kind,
         silent=row.silent,
+        channel="webpush" if webpush else "fcm",
+        p256dh=row.webpush_p256dh if webpush else None,
+        auth=row.webpush_auth if webpush else None,
     )
 
 
@@ -78,7 +96,7 @@ async def send_deliveries(
 async def _send_chunk(
     factory: async_sessionmaker[AsyncSession], sender: PushSender, rows: list[Any], report: SendReport
 ) -> None:
-    sendable = [r for r in rows if r.fcm_token and r.fcm_token_active]
+    sendable = [r for r in rows if _sendable(r)]
     outcomes = await sender.send([_message(r) for r in sendable]) if sendable else []
     by_notification = {o.notification_id: o for o in outcomes}
     async with unit_of_work(factory) as uow:
@@ -103,8 +121,11 @@ async def _apply(session: AsyncSession, row: Any, outcome: PushOutcome, report: 
     if outcome.status in ("unregistered", "invalid"):
         # The token this push went to is dead: stop using it until the app registers a new one. Only that token:
         # the app may have registered its next one while this push was on the wire, and FCM's answer about the
-        # old one must not switch the new one off.
-        report.deactivated += await repo.deactivate_token(session, row.device_id, row.fcm_token)
+        # old one must not switch the new one off. A Web Push subscription likewise, by its endpoint.
+        if _webpush(row):
+            report.deactivated += await repo.deactivate_subscription(session, row.device_id, row.webpush_endpoint)
+        else:
+            report.deactivated += await repo.deactivate_token(session, row.device_id, row.fcm_token)
         await repo.settle(session, row.id, "failed", error=f"{outcome.error_code}: {outcome.reason}")
     elif outcome.status == "retry" and row.attempts < MAX_ATTEMPTS:
         delay = max(outcome.retry_after_s or 0.0, backoff_s(row.attempts))

@@ -1,4 +1,6 @@
-"""The SQL of push deliveries (`notifications/delivery.py`): claim with a lease, settle with FCM's answer."""
+"""The SQL of push deliveries (`notifications/delivery.py`): claim with a lease, settle with the push service's
+answer (FCM or Web Push: the delivery's channel stays `fcm`, meaning "pushed"; the device's `push_channel` says
+which service)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ WHERE d.notification_id = n.id AND d.id IN (
     WHERE channel = 'fcm' AND {which}
     ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
 RETURNING d.id, d.notification_id, d.attempts, n.title, n.body, n.data, dv.id AS device_id,
-          dv.fcm_token, dv.fcm_token_active, dv.push_target_kind, COALESCE(c.silent, false) AS silent
+          dv.fcm_token, dv.fcm_token_active, dv.push_target_kind, COALESCE(c.silent, false) AS silent,
+          dv.push_channel, dv.webpush_endpoint, dv.webpush_p256dh, dv.webpush_auth, dv.webpush_active
 """
 _WHICH = {
     "fresh": "status = 'pending' AND notification_id = ANY(CAST(:ids AS bigint[]))",
@@ -54,6 +57,15 @@ async def deactivate_token(session: AsyncSession, device_id: int, token: str) ->
     result = await session.execute(
         text("UPDATE devices SET fcm_token_active = false WHERE id = :d AND fcm_token = :t"),
         {"d": device_id, "t": token},
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def deactivate_subscription(session: AsyncSession, device_id: int, endpoint: str) -> int:
+    """Switches off this device's Web Push subscription if it is still the one at `endpoint`; returns 1 if so."""
+    result = await session.execute(
+        text("UPDATE devices SET webpush_active = false WHERE id = :d AND webpush_endpoint = :e"),
+        {"d": device_id, "e": endpoint},
     )
     return int(getattr(result, "rowcount", 0))
 

@@ -36,7 +36,7 @@ async def escalate_overdue(uow: UnitOfWork, now: datetime) -> list[int]:
             if notification_id is None:
                 continue
             await repo.add_deliveries(session, [notification_id], "inbox", status="sent")
-            if supervisor.fcm_token and supervisor.fcm_token_active:
+            if supervisor.push_ready:
                 await repo.add_deliveries(session, [notification_id], "fcm")
                 pushed.append(notification_id)
         await repo.mark_escalated(session, task["id"], now)

@@ -155,7 +155,7 @@ async def _push_tasks(
         )
         result.devices.add(device_id)
         await repo.add_deliveries(session, [notification_id], "inbox", status="sent")
-        push_ok = bool(getattr(row, "fcm_token", None) and getattr(row, "fcm_token_active", False))
+        push_ok = bool(getattr(row, "push_ready", False))
         if push_ok and consents.get("tasks") is True:
             await repo.add_deliveries(session, [notification_id], "fcm")
             result.notifications.append(notification_id)

@@ -42,6 +42,8 @@ DEFAULT_SEND_PATH: SendPath = "async"  # measured, see the module docstring
 PushStatus = Literal["sent", "unregistered", "invalid", "retry", "failed"]
 TargetKind = Literal["token", "fid"]
 TARGET_KINDS: tuple[TargetKind, ...] = ("token", "fid")
+Channel = Literal["fcm", "webpush"]  # which sender a device's pushes go through (devices.push_channel)
+CHANNELS: tuple[Channel, ...] = ("fcm", "webpush")
 _TARGET_FIELDS = {"message.token", "message.fid"}
 _BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 _FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -65,6 +67,10 @@ class PushMessage:
     # Data only: no notification is shown; the app is woken in the background (iOS `content-available`) with
     # `data`. Title and body stay in the inbox.
     silent: bool = False
+    # "webpush": `token` is a Web Push subscription's endpoint URL and these its keys (notifications/webpush.py).
+    channel: Channel = "fcm"
+    p256dh: str | None = None
+    auth: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +170,7 @@ def _point_at(app: firebase_admin.App, base_url: str) -> None:
     session.mount(f"{base}/", session.get_adapter(f"{FCM_BASE_URL}/"))
 
 
-def _retry_after_s(response: Any) -> float | None:
+def retry_after_s(response: Any) -> float | None:
     value = response.headers.get("Retry-After") if response is not None else None
     if not value:
         return None
@@ -216,7 +222,7 @@ def classify_error(notification_id: int, error: Exception) -> PushOutcome:
         status = "retry"
     # SENDER_ID_MISMATCH and THIRD_PARTY_AUTH_ERROR stay "failed": they mean our project or APNs set-up is
     # wrong, and deactivating tokens for that would punish every device for our mistake.
-    retry_after = _retry_after_s(response) if status == "retry" else None
+    retry_after = retry_after_s(response) if status == "retry" else None
     return PushOutcome(notification_id, status, None, str(code), str(error) or None, retry_after)
 
 
@@ -352,3 +358,32 @@ class BoundedSender:
             async with self._changed:
                 self._in_flight -= n
                 self._changed.notify_all()
+
+
+class ChannelSender:
+    """A `PushSender` that hands each message to the sender of its channel (FCM, Web Push) and answers in order.
+    A channel with no sender configured fails its messages with a reason, the subscription untouched."""
+
+    def __init__(self, senders: dict[Channel, PushSender]) -> None:
+        self.senders = senders
+
+    async def send(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
+        by_channel: dict[Channel, list[int]] = {}
+        for i, msg in enumerate(messages):
+            by_channel.setdefault(msg.channel, []).append(i)
+        outcomes: list[PushOutcome | None] = [None] * len(messages)
+
+        async def one(channel: Channel, indexes: list[int]) -> None:
+            sender = self.senders.get(channel)
+            if sender is None:
+                for i in indexes:
+                    reason = f"no {channel} sender is configured"
+                    outcomes[i] = PushOutcome(
+                        messages[i].notification_id, "failed", error_code="NO_SENDER", reason=reason
+                    )
+                return
+            for i, outcome in zip(indexes, await sender.send([messages[i] for i in indexes]), strict=True):
+                outcomes[i] = outcome
+
+        await asyncio.gather(*(one(channel, indexes) for channel, indexes in by_channel.items()))
+        return [o for o in outcomes if o is not None]

@@ -13,6 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notifications.models import ContentItem
 from notifications.rules import ContentRule, DeviceFacts, EventFacts
 
+# Whether a device can be pushed to: through the channel it registered last, with that channel's target active.
+PUSH_READY = (
+    "CASE WHEN push_channel = 'webpush' THEN webpush_endpoint IS NOT NULL AND webpush_active"
+    " ELSE fcm_token IS NOT NULL AND fcm_token_active END"
+)
+
 
 async def claim_outbox(session: AsyncSession, event_ids: Sequence[int] | None, limit: int = 500) -> list[int]:
     """Lock unprocessed outbox rows; another job holding them is skipped, never waited for."""
@@ -71,7 +77,7 @@ async def event_facts(session: AsyncSession, event_ids: Sequence[int]) -> list[t
 async def device_facts(session: AsyncSession, device_ids: Sequence[int]) -> dict[int, tuple[DeviceFacts, Any]]:
     rows = await session.execute(
         text(
-            "SELECT id, role, tags, consents, timezone, fcm_token, fcm_token_active, team, locale"
+            f"SELECT id, role, tags, consents, timezone, {PUSH_READY} AS push_ready, team, locale"
             " FROM devices WHERE id = ANY(CAST(:ids AS bigint[]))"
         ),
         {"ids": list(device_ids)},
@@ -84,7 +90,7 @@ async def device_facts(session: AsyncSession, device_ids: Sequence[int]) -> dict
                 frozenset(r.tags or ()),
                 dict(r.consents or {}),
                 r.timezone,
-                bool(r.fcm_token and r.fcm_token_active),
+                bool(r.push_ready),
             ),
             r,
         )
@@ -371,7 +377,7 @@ async def supervisors(session: AsyncSession, organisation_id: int, team: str | N
     """The organisation's supervisor devices (of `team`, or all when the task has none) that are not revoked."""
     rows = await session.execute(
         text(
-            "SELECT id, fcm_token, fcm_token_active FROM devices WHERE organisation_id = :o AND is_supervisor"
+            f"SELECT id, {PUSH_READY} AS push_ready FROM devices WHERE organisation_id = :o AND is_supervisor"
             " AND (CAST(:t AS text) IS NULL OR team = :t) AND revoked_at IS NULL"
         ),
         {"o": organisation_id, "t": team},

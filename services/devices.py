@@ -77,6 +77,8 @@ async def rotate_credential(session: AsyncSession, device_id: int) -> str:
 async def update_device(session: AsyncSession, device_id: int, values: dict[str, Any]) -> None:
     if "fcm_token" in values:
         values = {**values, "fcm_token_active": values["fcm_token"] is not None}
+    if "webpush_endpoint" in values:
+        values = {**values, "webpush_active": values["webpush_endpoint"] is not None}
     await repository.update_device(session, device_id, values)
 
 

@@ -97,6 +97,15 @@ class Device(IdMixin, TimestampMixin, Base):
     fcm_token_active: Mapped[bool] = mapped_column(Boolean, server_default="true")
     # What fcm_token holds: an FCM registration token ("token") or a Firebase installation ID ("fid").
     push_target_kind: Mapped[str] = mapped_column(String(8), server_default="token")
+    # Which sender the device's pushes go through: "fcm" (fcm_token) or "webpush" (the subscription below). The
+    # last target the device registered decides.
+    push_channel: Mapped[str] = mapped_column(String(8), server_default="fcm")
+    # A browser's Web Push subscription (PushSubscription.toJSON()): the push service's endpoint URL and the keys
+    # its payloads are encrypted for; switched off when the push service answers 404/410.
+    webpush_endpoint: Mapped[str | None] = mapped_column(Text)
+    webpush_p256dh: Mapped[str | None] = mapped_column(String(100))
+    webpush_auth: Mapped[str | None] = mapped_column(String(50))
+    webpush_active: Mapped[bool] = mapped_column(Boolean, server_default="true")
     locale: Mapped[str] = mapped_column(String(35), server_default="en")
     timezone: Mapped[str] = mapped_column(String(64), server_default="Europe/Helsinki")
     consents: Mapped[dict[str, bool]] = mapped_column(JSONB, server_default="{}")

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from infra.stack import private_stack
+from infra.stack import free_port, private_stack
+from notifications.webpush import new_vapid_private_key
 
 # In CI the property tests replay a fixed set of examples (a red build must be reproducible); locally they explore.
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -23,6 +24,8 @@ if os.environ.get("CI"):
 # ran gets random ones of its own, never the developer's var/secrets/; the stack's fixture replaces them.
 for _name in ("PLACECAST_SECRET_KEY", "PLACECAST_PG_PASSWORD", "PLACECAST_REDIS_PASSWORD"):
     os.environ.setdefault(_name, secrets.token_urlsafe(32))
+# Likewise the VAPID key Web Push signs with (a P-256 key, not random text).
+os.environ.setdefault("PLACECAST_VAPID_PRIVATE_KEY", new_vapid_private_key())
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +40,9 @@ def test_env() -> Iterator[dict[str, str]]:
         env["PLACECAST_ENROLMENTS_PER_ADDRESS"] = env["PLACECAST_ENROLMENTS_PER_KEY"] = "1000000"
         # Likewise failed logins from loopback (the contract run tries hundreds); tests of the limit set it.
         env["PLACECAST_LOGIN_FAILURES_PER_ADDRESS"] = "1000000"
+        # The local push service (infra/fake_webpush.py) Web Push tests start on this port: its loopback endpoints
+        # may be registered (tests/integration/test_webpush.py starts it).
+        env["PLACECAST_WEBPUSH_LOCAL_ORIGIN"] = f"http://127.0.0.1:{free_port()}"
         os.environ.update(env)
         from infra.settings import get_settings
 

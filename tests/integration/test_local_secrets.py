@@ -17,6 +17,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 
 from infra.settings import PROJECT_ROOT, SECRET_FILES, Settings, ensure_secret_files
 from infra.stack import PgCluster, free_port
+from notifications.webpush import new_vapid_private_key, vapid_public_key
 
 SECRET_ENV = [f"PLACECAST_{field.upper()}" for field in SECRET_FILES]
 
@@ -33,14 +34,15 @@ def no_secret_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def test_generated_secrets_are_private_random_and_reused(tmp_path: Path) -> None:
     first = ensure_secret_files(tmp_path)
-    assert set(first) == {"secret-key", "pg-password", "redis-password"}
+    assert set(first) == {"secret-key", "pg-password", "redis-password", "vapid-private-key"}
     assert stat.S_IMODE((tmp_path / "secrets").stat().st_mode) == 0o700
     values = {}
     for name, path in first.items():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
         values[name] = path.read_text()
         assert len(values[name].strip()) >= 43  # 256 random bits, URL-safe base64
-    assert len(set(values.values())) == 3
+    assert len(set(values.values())) == 4
+    vapid_public_key(values["vapid-private-key"].strip())  # the VAPID key is a P-256 key
     # A second run keeps every value (the cluster's and Redis's passwords must keep working) and leaves no litter.
     again = ensure_secret_files(tmp_path)
     assert {name: path.read_text() for name, path in again.items()} == values
@@ -55,7 +57,7 @@ def test_concurrent_first_runs_agree_on_one_value(tmp_path: Path) -> None:
         runs = list(pool.map(lambda _: ensure_secret_files(tmp_path), range(8)))
     for name in runs[0]:
         assert len({run[name].read_text() for run in runs}) == 1
-    assert len(list((tmp_path / "secrets").iterdir())) == 3
+    assert len(list((tmp_path / "secrets").iterdir())) == 4
 
 
 def test_development_without_secrets_fails_clearly_instead_of_a_public_default(no_secret_env: Path) -> None:
@@ -100,7 +102,24 @@ def test_production_refuses_to_start_without_configured_secrets(
     with pytest.raises(ValidationError, match="PLACECAST_PG_PASSWORD"):
         Settings(_env_file=None)
     monkeypatch.setenv("PLACECAST_PG_PASSWORD", "a database password")
+    # Web Push on (the default) needs a VAPID key from the environment and a real contact, and no local service.
+    monkeypatch.delenv("PLACECAST_WEBPUSH_LOCAL_ORIGIN", raising=False)
+    monkeypatch.delenv("PLACECAST_VAPID_PRIVATE_KEY", raising=False)
+    with pytest.raises(ValidationError, match="PLACECAST_VAPID_PRIVATE_KEY"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("PLACECAST_VAPID_PRIVATE_KEY", new_vapid_private_key())
+    with pytest.raises(ValidationError, match="PLACECAST_VAPID_SUBJECT"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("PLACECAST_VAPID_SUBJECT", "mailto:push@city.example")
+    monkeypatch.setenv("PLACECAST_WEBPUSH_LOCAL_ORIGIN", "http://127.0.0.1:8089")
+    with pytest.raises(ValidationError, match="PLACECAST_WEBPUSH_LOCAL_ORIGIN"):
+        Settings(_env_file=None)
+    monkeypatch.delenv("PLACECAST_WEBPUSH_LOCAL_ORIGIN")
     assert Settings(_env_file=None).environment == "production"
+    # Without Web Push, no VAPID key is needed.
+    monkeypatch.delenv("PLACECAST_VAPID_PRIVATE_KEY")
+    monkeypatch.setenv("PLACECAST_WEBPUSH_ENABLED", "false")
+    assert Settings(_env_file=None).vapid_private_key is None
 
 
 def test_the_old_public_secret_is_gone_from_every_code_path() -> None:
