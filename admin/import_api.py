@@ -1,16 +1,11 @@
-"""Uploaded imports (GeoJSON, OpenStreetMap .osm.pbf): 202 at once, the worker imports (services/imports.py),
-progress in Redis and over SSE."""
+"""Uploaded imports (GeoJSON, OpenStreetMap .osm.pbf): 202 at once, the upload stored in PostgreSQL, the worker
+imports (services/imports.py), progress in Redis and over SSE."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import secrets
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any
 
 import orjson
 import structlog
@@ -23,15 +18,18 @@ from admin.live_api import KEEP_ALIVE_S, SSE_HEADERS, sse, subscribed
 from geofences.osm_import import DEFAULT_PUBLIC_TAGS, parse_tag_filter
 from infra.deps import PrincipalDep, resources_of
 from kernel.errors import NotFound, Problem, Unavailable, ValidationFailed
+from kernel.uow import unit_of_work
 from services.imports import (
     IMPORT_ID,
     TERMINAL,
     ImportJob,
     Progress,
     as_text,
+    drop_upload,
     progress_channel,
     public_state,
     state_key,
+    store_upload,
 )
 from services.models import Role
 
@@ -39,27 +37,13 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/admin/v1", tags=["admin: import"])
 
 
-log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/admin/v1", tags=["admin: import"])
-
-
-def _kind(filename: str) -> tuple[str, str]:
+def _kind(filename: str) -> str:
     name = filename.lower()
     if name.endswith(".pbf"):
-        return "osm", ".osm.pbf"
+        return "osm"
     if name.endswith((".geojson", ".json")):
-        return "geojson", ".geojson"
+        return "geojson"
     raise ValidationFailed("unknown file type", [Problem("file", "expected a .geojson, .json or .osm.pbf file")])
-
-
-def _save_upload(source: BinaryIO, suffix: str, folder: Path) -> tuple[Path, int]:
-    # osmium reads from a path, so the upload goes to a named file the worker can open (not the API's /tmp, which
-    # a service manager may keep private); the import deletes it when finished.
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="placecast-import-", suffix=suffix, dir=folder)
-    with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(source, out)
-        return Path(name), out.tell()
 
 
 @router.post("/imports", status_code=status.HTTP_202_ACCEPTED)
@@ -73,17 +57,17 @@ async def start_import(
 ) -> dict[str, str]:
     """Upload a GeoJSON FeatureCollection or an OSM extract; follow it with GET .../{id} or .../{id}/events."""
     principal.require(Role.editor)
-    kind, suffix = _kind(file.filename or "")
+    kind = _kind(file.filename or "")
     try:
         tag_filter = parse_tag_filter(tags) if tags and tags.strip() else DEFAULT_PUBLIC_TAGS
     except ValueError as error:
         raise ValidationFailed("bad tags", [Problem("tags", str(error))]) from error
-    uploads = request.app.state.settings.var_dir / "uploads"
-    path, size = await asyncio.to_thread(_save_upload, file.file, suffix, uploads)
-    if size == 0:
-        path.unlink()
-        raise ValidationFailed("empty file", [Problem("file", "the file is empty")])
-    job = ImportJob(secrets.token_hex(8), principal.organisation_id, principal.actor, kind, path, tag_filter)
+    job = ImportJob(secrets.token_hex(8), principal.organisation_id, principal.actor, kind, tag_filter)
+    resources = resources_of(request)
+    # The bytes go to PostgreSQL, where any worker on any machine reads them, committed before the job is queued
+    # (a worker never finds a job without its file); an empty file rolls back with a 422.
+    async with unit_of_work(resources.session_factory) as uow:
+        await store_upload(uow, job.id, principal.organisation_id, file.read)
     initial = {
         "id": job.id,
         "organisation_id": job.organisation_id,
@@ -99,12 +83,12 @@ async def start_import(
         "refused_count": 0,
         "error": None,
     }
-    redis = resources_of(request).redis
+    redis = resources.redis
     try:
         await Progress(redis, job.id).update(strict=True, phase="queued", **initial, **empty)
         await redis.enqueue_job("run_import", job.fields(), _job_id=f"import:{job.id}")
     except (Unavailable, RedisError) as error:
-        path.unlink()
+        await drop_upload(resources.session_factory, job.id)
         raise Unavailable("the job queue (Redis) is unavailable; retry shortly") from error
     return {"id": job.id}
 

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # Request limits.
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     import_max_bytes: int = Field(default=64_000_000, ge=1024)
+    # A worker importing an upload renews its hold every third of this; one that stops (killed, cut off) has its
+    # import ended as failed by the next sweep (every 10 s) after it lapses (services/imports.py).
+    import_lease_s: float = Field(default=60.0, ge=1.0)
     page_size_max: int = 500
 
     # Mobile API limits per device (fixed window shared through Redis).

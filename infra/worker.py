@@ -20,7 +20,7 @@ from infra.settings import get_settings
 from kernel.jobs import RESOURCES
 from kernel.uow import unit_of_work
 from notifications.tasks import PipelineResources, deliver_events, deliver_pending, send_webhooks, sweep
-from services.imports import ImportResources, run_import
+from services.imports import ImportResources, run_import, sweep_imports
 from services.retention import ensure_partitions, purge_old_fixes
 
 log = structlog.get_logger(__name__)
@@ -72,11 +72,14 @@ class WorkerSettings:
         send_webhooks,
         maintain_fixes,
         func(run_import, timeout=3600),  # a large extract takes minutes
+        sweep_imports,
     ]
     cron_jobs = [
         cron(maintain_fixes, minute=5, run_at_startup=True),
         cron(sweep, second=set(range(0, 60, 5)), run_at_startup=True, unique=True, timeout=60),
         cron(send_webhooks, second=set(range(2, 60, 10)), unique=True, timeout=120),
+        # Imports whose worker stopped (its lease lapsed) end as failed, their uploads deleted.
+        cron(sweep_imports, second=set(range(7, 60, 10)), run_at_startup=True, unique=True, timeout=60),
     ]
     on_startup = on_startup
     on_shutdown = on_shutdown

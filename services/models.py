@@ -12,6 +12,7 @@ from sqlalchemy import (
     Enum,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -114,3 +115,26 @@ class Device(IdMixin, TimestampMixin, Base):
     is_supervisor: Mapped[bool] = mapped_column(Boolean, server_default="false")
     last_seen_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class ImportUpload(Base):
+    """An uploaded import's file while it waits for a worker and while one imports it (services/imports.py): any
+    worker on any machine reads it here. Its bytes are the rows of `import_upload_chunks`; the row is deleted when
+    the import ends, and swept when a worker holding it stopped renewing its lease (bench/uploads.py measured why
+    1 MiB bytea rows and not one value or a large object)."""
+
+    __tablename__ = "import_uploads"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # the import's id (services.imports.IMPORT_ID)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    size: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    chunks: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Set when a worker takes the import, renewed while it works; NULL while queued.
+    lease_until: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class ImportUploadChunk(Base):
+    __tablename__ = "import_upload_chunks"
+    upload_id: Mapped[str] = mapped_column(ForeignKey("import_uploads.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

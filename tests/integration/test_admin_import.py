@@ -150,19 +150,52 @@ async def test_an_import_belongs_to_its_organisation(client, org, world, served)
     assert (await follow(served, headers, import_id))[-1]["phase"] == "done"
 
 
-async def test_the_worker_runs_the_import_not_the_api_process(client, org, served) -> None:
+async def stored_upload(app, import_id: str) -> tuple[int, int] | None:
+    """(size, bytes in its chunks) of an import's upload in PostgreSQL, None once it is gone."""
+    async with app.state.resources.session_factory() as session:
+        row = (
+            await session.execute(
+                text(
+                    "SELECT u.size, (SELECT coalesce(sum(length(c.data)), 0) FROM import_upload_chunks c"
+                    " WHERE c.upload_id = u.id) FROM import_uploads u WHERE u.id = :i"
+                ),
+                {"i": import_id},
+            )
+        ).one_or_none()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+
+async def test_the_worker_runs_the_import_not_the_api_process(app, client, org, served) -> None:
     _, headers = org
     document = {
         "type": "FeatureCollection",
         "features": [{"type": "Feature", "properties": {"name": "Queued hall", "kind": "library"}, "geometry": BLOCK}],
     }
-    uploads = get_settings().var_dir / "uploads"
-    import_id = await upload(client, headers, "hall.geojson", orjson.dumps(document))
+    content = orjson.dumps(document)
+    import_id = await upload(client, headers, "hall.geojson", content)
     await asyncio.sleep(0.5)  # an import running in the API process would be done by now
     state = (await client.get(f"/admin/v1/imports/{import_id}", headers=headers)).json()
     assert state["phase"] == "queued"
-    assert any(uploads.glob("placecast-import-*.geojson")), "the upload waits where the worker can read it"
+    assert await stored_upload(app, import_id) == (len(content), len(content)), "the upload waits in PostgreSQL"
+    assert not (get_settings().var_dir / "uploads").exists() or not any((get_settings().var_dir / "uploads").iterdir())
 
     final = (await follow(served, headers, import_id))[-1]
     assert (final["phase"], final["created"]) == ("done", 1)
-    assert not any(uploads.glob("placecast-import-*.geojson")), "the worker deleted the upload"
+    assert await stored_upload(app, import_id) is None, "the worker deleted the upload"
+
+
+async def test_a_large_upload_is_stored_in_chunks_and_deleted_when_the_import_fails(app, client, org, served) -> None:
+    _, headers = org
+    content = b"not a pbf at all" * 200_000  # 3.2 MB: four 1 MiB rows
+    import_id = await upload(client, headers, "broken.osm.pbf", content)
+    async with app.state.resources.session_factory() as session:
+        sizes = (
+            await session.execute(
+                text("SELECT length(data) FROM import_upload_chunks WHERE upload_id = :i ORDER BY seq"),
+                {"i": import_id},
+            )
+        ).scalars()
+        assert list(sizes) == [1 << 20] * 3 + [len(content) - 3 * (1 << 20)]
+    final = (await follow(served, headers, import_id))[-1]
+    assert final["phase"] == "failed"
+    assert await stored_upload(app, import_id) is None, "a failed import's upload is deleted too"
