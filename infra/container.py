@@ -4,12 +4,17 @@ import time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from typing import cast
 
 import structlog
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import default_queue_name
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
 
 import geofences.models  # noqa: F401  (every table registered: see the note below)
 import kernel.audit  # noqa: F401
@@ -39,14 +44,60 @@ WORKER_POOL_SIZE = 5
 INDEX_POOL_SIZE = 2
 
 
+REDIS_CONNECT_TIMEOUT_S = 2
+REDIS_CONNECT_RETRIES = 2
+
+
 def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's view of Redis: the server itself, or with PLACECAST_REDIS_SENTINELS the Sentinels and the master's name
+    (arq asks them for the master). arq cannot give the Sentinels a password: processes connect through
+    `connect_redis`, which can; this stays right for arq's own tools where the Sentinels need none."""
+    if settings.redis_sentinels:
+        return RedisSettings(
+            host=settings.sentinel_addresses,
+            sentinel=True,
+            sentinel_master=settings.redis_sentinel_master,
+            password=settings.redis_password.get_secret_value(),
+            conn_timeout=REDIS_CONNECT_TIMEOUT_S,
+            conn_retries=REDIS_CONNECT_RETRIES,
+        )
     return RedisSettings(
         host=settings.redis_host,
         port=settings.redis_port,
         password=settings.redis_password.get_secret_value(),
-        conn_timeout=2,
-        conn_retries=2,
+        conn_timeout=REDIS_CONNECT_TIMEOUT_S,
+        conn_retries=REDIS_CONNECT_RETRIES,
     )
+
+
+async def connect_redis(settings: Settings, *, default_queue_name: str = default_queue_name) -> ArqRedis:
+    """The process's Redis client (the API's and the worker's alike; enqueueing, rate limits, pub/sub all use it).
+
+    With Sentinels it is redis-py's `Sentinel(...).master_for(...)`: each new connection asks a Sentinel where the
+    master is, and a connection to a demoted or dead master fails and is made again to the new one. The Sentinels
+    get their own password (`sentinel_kwargs`), which arq's `create_pool` cannot pass."""
+    if not settings.redis_sentinels:
+        return await create_pool(redis_settings(settings), default_queue_name=default_queue_name)
+    timeouts = {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S, "socket_timeout": REDIS_CONNECT_TIMEOUT_S}
+    sentinel = Sentinel(
+        settings.sentinel_addresses,
+        sentinel_kwargs={"password": settings.sentinel_password, **timeouts},
+        password=settings.redis_password.get_secret_value(),
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+    )
+    redis = sentinel.master_for(settings.redis_sentinel_master, redis_class=ArqRedis)
+    redis.default_queue_name = default_queue_name
+    for attempt in range(REDIS_CONNECT_RETRIES + 1):
+        try:
+            await redis.ping()
+            return cast(ArqRedis, redis)
+        except (RedisError, OSError, TimeoutError) as error:
+            if attempt == REDIS_CONNECT_RETRIES:
+                await redis.aclose()
+                raise
+            log.warning("redis_sentinel_unavailable", error=repr(error)[:200], retry_s=1)
+            await asyncio.sleep(1)
+    raise AssertionError("unreachable")
 
 
 async def open_resources(settings: Settings, role: Role, *, redis: ArqRedis | None = None) -> Resources:
@@ -61,7 +112,7 @@ async def open_resources(settings: Settings, role: Role, *, redis: ArqRedis | No
             engine = make_engine(settings.database_url, pool_size=WORKER_POOL_SIZE, pre_ping=True)
         closing.push_async_callback(engine.dispose)
         if redis is None:
-            redis = await create_pool(redis_settings(settings))
+            redis = await connect_redis(settings)
             closing.push_async_callback(redis.aclose)
         # Webhook receivers are the organisations' own servers: public addresses only, no environment proxies.
         webhook_http = webhook_client(settings.webhook_allow_private_networks)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import secrets
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from geofences.domain import GeometryLimits
 from geofences.transitions import DEFAULT_CONFIG as _RULES
@@ -117,6 +118,13 @@ class Settings(BaseSettings):
     redis_host: str = "127.0.0.1"
     redis_port: int = 56379
     redis_password: SecretStr  # Redis runs with requirepass
+    # Redis behind Sentinel (infra/cluster.sh; several machines alike): the Sentinels as host:port, comma-separated or
+    # JSON, e.g. PLACECAST_REDIS_SENTINELS=10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379. Set, every Redis client
+    # (the app's, arq's, the rate limits, pub/sub) asks them for the master named below and follows a failover;
+    # redis_host/redis_port are then unused. The Sentinels' own password defaults to redis_password.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_sentinel_master: str = "placecast"
+    redis_sentinel_password: SecretStr | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     db_pool_size: int = 20  # per process; connections beyond it are opened and closed per request (measured: churn)
@@ -244,6 +252,22 @@ class Settings(BaseSettings):
             raise ValueError("assumed accuracies must be positive numbers of metres")
         return {**ASSUMED_ACCURACY_M, **value}
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinel_addresses(cls, value: Any) -> Any:
+        """`host:port` each, from a list, JSON or a comma-separated string; the port is required."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [part for part in text.split(",") if part.strip()]
+        if not isinstance(value, list):
+            return value
+        found = [str(item).strip() for item in value]
+        for address in found:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"a Sentinel is host:port, not {address!r}")
+        return found
+
     @model_validator(mode="before")
     @classmethod
     def _secrets_configured(cls, data: Any) -> Any:
@@ -314,6 +338,17 @@ class Settings(BaseSettings):
     def redis_url(self) -> str:
         password = quote(self.redis_password.get_secret_value(), safe="")
         return f"redis://:{password}@{self.redis_host}:{self.redis_port}/0"
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The Sentinels as (host, port) pairs; empty when Redis is reached directly."""
+        pairs = (address.rpartition(":") for address in self.redis_sentinels)
+        return [(host.strip("[]"), int(port)) for host, _, port in pairs]
+
+    @property
+    def sentinel_password(self) -> str:
+        chosen = self.redis_sentinel_password or self.redis_password
+        return chosen.get_secret_value()
 
     @property
     def geometry_limits(self) -> GeometryLimits:

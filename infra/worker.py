@@ -13,7 +13,7 @@ from arq.worker import Worker, get_kwargs
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from infra.container import close_resources, open_resources, redis_settings
+from infra.container import close_resources, connect_redis, open_resources, redis_settings
 from infra.logging import configure_logging
 from infra.resources import Resources
 from infra.settings import get_settings
@@ -101,6 +101,12 @@ class ResilientWorker(Worker):
     poll that cannot reach Redis is logged and tried again a second later; redis-py reconnects by itself once Redis
     is back. Nothing is lost meanwhile: events wait in the outbox in PostgreSQL and the sweep finds them
     (tests/e2e/test_outages.py reads them all back)."""
+
+    async def main(self) -> None:
+        """The worker's Redis through the composition root, so that Sentinels with a password work too."""
+        if self._pool is None:
+            self._pool = await connect_redis(_settings, default_queue_name=self.queue_name)
+        await super().main()
 
     async def _poll_iteration(self) -> None:
         try:
