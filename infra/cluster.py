@@ -39,10 +39,11 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from infra.cli import _alive  # a pid that runs (not a zombie)
 from infra.settings import PROJECT_ROOT, Settings, _Where, ensure_secret_files, read_secret_file
 from infra.stack import PG_BIN_CANDIDATES, StackError, pg_data_dir, port_open
 
-DEFAULT_PORT_BASE = 57000
+DEFAULT_PORT_BASE = 25000  # below the ephemeral ports (32768-60999): no outgoing connection holds one
 SCOPE = "placecast"  # Patroni's cluster name, and the Sentinels' name of the Redis master
 PG_NODES = 3
 # Patroni's timing: a lost leader's lock expires after `ttl` s; loop_wait + 2 * retry_timeout must stay ≤ ttl.
@@ -107,8 +108,17 @@ class Layout:
     def from_environment(cls) -> Layout:
         where = _Where()
         root = Path(os.environ.get("PLACECAST_CLUSTER_DIR") or where.var_dir / "cluster").resolve()
-        base = int(os.environ.get("PLACECAST_CLUSTER_PORT_BASE") or DEFAULT_PORT_BASE)
+        asked = os.environ.get("PLACECAST_CLUSTER_PORT_BASE")
+        recorded = root / "port-base"  # etcd's members and Redis's replicas remember their peers' ports
+        made_with = int(recorded.read_text()) if recorded.exists() else None
+        base = int(asked) if asked else made_with or DEFAULT_PORT_BASE
+        if made_with is not None and base != made_with:
+            raise StackError(f"{root} was made with port base {made_with}; use it, or remove the folder for {base}")
         return cls(root, pg_data_dir(root).parent / "pg-nodes", Ports(base))
+
+    def record(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "port-base").write_text(f"{self.ports.base}\n")
 
     @property
     def log_dir(self) -> Path:
@@ -138,14 +148,6 @@ def _pid_of(layout: Layout, name: str) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if _alive(pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _spawn(
@@ -192,6 +194,9 @@ def _wait(what: str, ready: Callable[[], bool], timeout_s: float, log: Path | No
 def _stop(layout: Layout, name: str, wait_s: float, *, group: bool = True) -> None:
     """SIGTERM (the process group, or the process alone), wait, SIGKILL what is left."""
     pid = _pid_of(layout, name)
+    t0 = time.monotonic()
+    if os.environ.get("CLUSTER_DEBUG"):
+        print("stopping", name, pid, flush=True)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             (os.killpg if group else os.kill)(pid, signal.SIGTERM)
@@ -201,6 +206,8 @@ def _stop(layout: Layout, name: str, wait_s: float, *, group: bool = True) -> No
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
     layout.pidfile(name).unlink(missing_ok=True)
+    if os.environ.get("CLUSTER_DEBUG"):
+        print("stopped", name, round(time.monotonic() - t0, 1), flush=True)
 
 
 def _write_private(path: Path, text: str, owner: str | None = None) -> None:
@@ -582,7 +589,7 @@ def up(*, demo: bool = True, echo: Callable[[str], None] = print) -> dict[str, A
     """Bring the whole topology up (idempotent: what runs is left running) and write topology.json."""
     started = time.monotonic()
     layout = Layout.from_environment()
-    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.record()
     layout.root.chmod(0o755)  # the postgres user traverses it to its nodes' folders
     passwords = _secrets(layout)
     env = cluster_env(layout)
