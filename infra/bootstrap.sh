@@ -1,5 +1,5 @@
 # Sourced by infra/run.sh and infra/test.sh: install what is missing, fast when nothing is.
-# Debian/Ubuntu: PostgreSQL + PostGIS and Redis from the distribution's packages, the project in .venv.
+# Debian/Ubuntu: PostgreSQL + PostGIS, Redis and pgBackRest from the distribution's packages, the project in .venv.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -21,6 +21,8 @@ if [ -z "$major" ] || ! ls /usr/share/postgresql/"$major"/extension/postgis.cont
   missing+=("postgresql-${major:-15}-postgis-3")
 fi
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Backups: WAL archiving and point-in-time restore of the project's cluster (infra/backup.py).
+command -v pgbackrest >/dev/null 2>&1 || missing+=(pgbackrest)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 for extra in ${PLACECAST_EXTRA_PACKAGES:-}; do
   dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra")

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from infra.backup import BackupError, BackupKind, PgBackRest, archiving, parse_target
 from infra.settings import Settings, ensure_local_secrets, get_settings
 from infra.stack import PgCluster, RedisServer, pg_data_dir
 
@@ -34,6 +35,7 @@ def stack(settings: Settings) -> tuple[PgCluster, RedisServer]:
         settings.pg_password.get_secret_value(),
         settings.pg_database,
     )
+    archiving(settings, pg)  # WAL into the backup repository (infra/backup.py) unless PLACECAST_BACKUP_ENABLED=false
     redis = RedisServer(settings.var_dir / "redis", settings.redis_port, settings.redis_password.get_secret_value())
     return pg, redis
 
@@ -613,13 +615,22 @@ def up(
     settings = get_settings()
     pg, redis = stack(settings)
     started = time.monotonic()
+    backrest = PgBackRest.for_settings(settings, pg) if settings.backup_enabled else None
+    if backrest is not None:
+        backrest.configure()  # before the cluster starts archiving through it
     console.print(f"starting PostgreSQL/PostGIS on 127.0.0.1:{settings.pg_port} (data in {pg.data_dir})")
     pg.start()
+    if backrest is not None:
+        backrest.ensure_stanza()
     console.print(f"starting Redis on 127.0.0.1:{settings.redis_port} (append-only file in {redis.data_dir})")
     redis.start()
     migrate()
     if demo:
         seed_demo()
+    if backrest is not None and not backrest.backups():
+        # WAL is archived from now on; a point in time can be restored only from a full backup before it.
+        console.print(f"first full backup into {backrest.repo_path} (later ones: `placecast backup`, see README)")
+        backrest.backup("full")
     python = sys.executable
     api = _spawn(settings, "api", api_argv(settings, workers))
     push_env, push_note = _push_setup(settings)
@@ -710,6 +721,88 @@ def _alive(pid: int) -> bool:
 def stop() -> None:
     """Stop the API, the worker, Redis and PostgreSQL started by `up`."""
     _stop_all(get_settings())
+
+
+def _backrest(settings: Settings) -> PgBackRest:
+    pg, _ = stack(settings)
+    if not settings.backup_enabled:
+        console.print("[red]backups are off[/red] (PLACECAST_BACKUP_ENABLED=false)")
+        raise typer.Exit(2)
+    return PgBackRest.for_settings(settings, pg)
+
+
+@app.command()
+def backup(
+    full: Annotated[
+        bool, typer.Option("--full/--incr", help="a full backup, or only what changed since the last backup")
+    ] = True,
+) -> None:
+    """Back up the project's PostgreSQL cluster with pgBackRest while it serves (WAL is archived continuously; a
+    full backup is where a restore starts). Runs as the cluster's owner; schedule it from cron (see README)."""
+    settings = get_settings()
+    backrest = _backrest(settings)
+    if not backrest.cluster.running():
+        console.print(f"[red]PostgreSQL is not running on port {settings.pg_port}[/red]: start it (infra/run.sh)")
+        raise typer.Exit(2)
+    kind: BackupKind = "full" if full else "incr"
+    started = time.monotonic()
+    try:
+        taken = backrest.backup(kind)
+    except BackupError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    size = taken.get("info", {}).get("repository", {}).get("delta", 0)
+    console.print(
+        f"[green]{taken['type']} backup {taken['label']}[/green] in {time.monotonic() - started:.1f} s,"
+        f" {size / 1e6:.1f} MB into {backrest.repo_path}"
+    )
+    for each in backrest.backups():
+        stop = time.strftime("%Y-%m-%d %H:%M:%S%z", time.localtime(each["timestamp"]["stop"]))
+        typer.echo(f"{each['label']}  {each['type']:5}  until {stop}")
+
+
+@app.command()
+def restore(
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="the moment to go back to, with its zone: '2026-12-02 17:00:00+00'; default: latest"),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask before replacing the database")] = False,
+    recovery_timeout_s: Annotated[float, typer.Option(help="how long WAL replay may take")] = 3600.0,
+) -> None:
+    """Restore the database to a point in time: stop PostgreSQL, restore the newest backup before TIME, replay the
+    archived WAL up to TIME, promote. Everything committed after TIME is gone afterwards. Stop the service first
+    (`infra/run.sh stop`); start it again afterwards."""
+    settings = get_settings()
+    try:
+        target = parse_target(to) if to else None
+    except BackupError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    running = [name for name in ("api", "worker") if _running_pid(settings, name)]
+    if running:
+        console.print(f"[red]{' and '.join(running)} still running[/red]: stop the service first (infra/run.sh stop)")
+        raise typer.Exit(2)
+    backrest = _backrest(settings)
+    where = target.isoformat(sep=" ") if target else "the end of the archived WAL"
+    if not yes:
+        typer.confirm(f"Replace the database in {backrest.cluster.data_dir} with its state at {where}?", abort=True)
+    try:
+        seconds = backrest.restore(target, recovery_timeout_s=recovery_timeout_s)
+    except BackupError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    console.print(f"[green]restored to {where}[/green] in {seconds:.1f} s (stop, restore, WAL replay, promotion)")
+    typer.echo(f"{seconds:.1f}")
+
+
+def _running_pid(settings: Settings, name: str) -> int | None:
+    pidfile = _pidfile(settings, name)
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
 
 
 if __name__ == "__main__":

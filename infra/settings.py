@@ -238,6 +238,26 @@ class Settings(BaseSettings):
     # Admin UI map background; the map still works (plain background) where no tile loads.
     tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 
+    # Backups (infra/backup.py, pgBackRest): the project's own cluster archives every WAL segment into a repository
+    # and `placecast backup` takes full or incremental backups there; `placecast restore --to TIME` goes back to
+    # any moment since the oldest full backup kept. The repository is a folder (default: var/backups) or, with
+    # backup_repo_type=s3, a bucket of S3-compatible storage (then backup_repo_path is the path inside it).
+    backup_enabled: bool = True  # archive WAL from the cluster `placecast up` starts
+    backup_stanza: str = Field(default="placecast", pattern=r"^[A-Za-z0-9_-]+$")
+    backup_repo_type: Literal["posix", "s3"] = "posix"
+    backup_repo_path: str | None = None
+    backup_retention_full: int = Field(default=2, ge=1)  # full backups kept, with the WAL to replay from each
+    backup_archive_timeout_s: int = Field(default=60, ge=0)  # a quiet database's WAL is archived at least this often
+    backup_s3_endpoint: str | None = None  # e.g. s3.eu-north-1.amazonaws.com or a MinIO host
+    backup_s3_bucket: str | None = None
+    backup_s3_region: str = "us-east-1"
+    backup_s3_key: SecretStr | None = None
+    backup_s3_key_secret: SecretStr | None = None
+    backup_s3_uri_style: Literal["host", "path"] = "host"  # path for MinIO and most self-hosted storage
+    backup_s3_verify_tls: bool = True
+    # With a passphrase the repository is encrypted (AES-256); it cannot be read, or restored from, without it.
+    backup_cipher_pass: SecretStr | None = None
+
     log_level: str = "INFO"
     log_json: bool = False
 

@@ -32,6 +32,9 @@ local   all   all                  scram-sha-256
 host    all   all   127.0.0.1/32   scram-sha-256
 host    all   all   ::1/128        scram-sha-256
 """
+# WAL archiving into the backup repository (infra/backup.py) lives in this file of the data folder, included from
+# postgresql.conf: a restore brings it back with the cluster, and it can be read where PostgreSQL reads its settings.
+ARCHIVE_CONF = "placecast-archive.conf"
 
 
 class StackError(RuntimeError):
@@ -92,14 +95,20 @@ class PgCluster:
     password: str
     database: str
     fast_unsafe: bool = False  # fsync off: for throw-away test clusters only
+    # The command PostgreSQL archives each finished WAL segment with (pgBackRest's archive-push, see infra/backup.py);
+    # None: no archiving. archive_timeout bounds how long a quiet database keeps a commit out of the archive.
+    archive_command: str | None = None
+    archive_timeout_s: int = 60
 
     @property
     def _superuser_password_file(self) -> Path:
         return self.data_dir.parent / f"{self.data_dir.name}-superuser.pw"
 
+    def superuser_password(self) -> str:
+        return self._superuser_password_file.read_text().strip()
+
     def _superuser_dsn(self, dbname: str = "postgres") -> str:
-        password = self._superuser_password_file.read_text().strip()
-        return f"host=127.0.0.1 port={self.port} user=postgres password={password} dbname={dbname}"
+        return f"host=127.0.0.1 port={self.port} user=postgres password={self.superuser_password()} dbname={dbname}"
 
     def _initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -137,39 +146,105 @@ class PgCluster:
         hba.chmod(0o600)
         return True
 
-    def start(self) -> None:
+    def _write_archive_settings(self) -> bool:
+        """archive_mode, archive_command and archive_timeout in ARCHIVE_CONF, included from postgresql.conf; True
+        when a file changed. A cluster that never archived and is not asked to keeps its files untouched."""
+        path = self.data_dir / ARCHIVE_CONF
+        if self.archive_command is None and not path.exists():
+            return False
+        if self.archive_command is None:
+            wanted = "archive_mode = off\n"
+        else:
+            quoted = self.archive_command.replace("'", "''")
+            wanted = (
+                "# Written by infra/stack.py from the backup settings (infra/backup.py); rewritten on each start.\n"
+                f"archive_mode = on\narchive_command = '{quoted}'\narchive_timeout = {self.archive_timeout_s}\n"
+            )
+        changed = False
+        main = self.data_dir / "postgresql.conf"
+        include = f"include_if_exists = '{ARCHIVE_CONF}'\n"
+        if include not in main.read_text():
+            with main.open("a") as out:
+                out.write("\n" + include)
+            changed = True
+        if not path.exists() or path.read_text() != wanted:
+            path.write_text(wanted)
+            if _as_root():
+                postgres = pwd.getpwnam("postgres")
+                os.chown(path, postgres.pw_uid, postgres.pw_gid)
+            changed = True
+        return changed
+
+    def _options(self) -> str:
+        options = [
+            f"-p {self.port}",
+            "-c listen_addresses=127.0.0.1",
+            f"-k {self.data_dir}",
+            "-c max_connections=200",
+            "-c shared_buffers=256MB",
+        ]
+        if self.fast_unsafe:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        return " ".join(options)
+
+    def _pg_ctl(self, action: str, *extra: str) -> None:
+        log = str(self.data_dir / "server.log")
+        _run_as_owner([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", log, "-o", self._options(), *extra, action])
+
+    def running(self) -> bool:
+        return port_open("127.0.0.1", self.port)
+
+    def start(self, *, recovery_timeout_s: float = 60.0) -> None:
+        """Start the cluster (made on first use) or bring a running one to its settings; returns once it accepts
+        writes. A cluster restored from a backup replays WAL first: that may take up to `recovery_timeout_s`."""
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         hba_changed = self._secure_hba()
-        if port_open("127.0.0.1", self.port) and hba_changed:
+        archive_changed = self._write_archive_settings()
+        if self.running() and (hba_changed or archive_changed):
             _run_as_owner([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "reload"])
-        if not port_open("127.0.0.1", self.port):
-            options = [
-                f"-p {self.port}",
-                "-c listen_addresses=127.0.0.1",
-                f"-k {self.data_dir}",
-                "-c max_connections=200",
-                "-c shared_buffers=256MB",
-            ]
-            if self.fast_unsafe:
-                options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-            _run_as_owner(
-                [
-                    _pg_bin("pg_ctl"),
-                    "-D",
-                    str(self.data_dir),
-                    "-l",
-                    str(self.data_dir / "server.log"),
-                    "-o",
-                    " ".join(options),
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ]
-            )
-        self._wait_ready()
+        if not self.running():
+            self._pg_ctl("start", "-w", "-t", str(round(max(60.0, recovery_timeout_s))))
+        self._wait_ready(max(30.0, recovery_timeout_s))
+        if self._archive_mode() != ("off" if self.archive_command is None else "on"):
+            # archive_mode is read only at server start: a cluster that ran without archiving restarts once.
+            self._pg_ctl("restart", "-m", "fast", "-w", "-t", "60")
+            self._wait_ready()
+        self._wait_primary(recovery_timeout_s)
         self._ensure_role_and_database()
+
+    def _archive_mode(self) -> str:
+        with psycopg.connect(self._superuser_dsn(), autocommit=True) as conn:
+            row = conn.execute("SHOW archive_mode").fetchone()
+        return str(row[0]) if row else ""
+
+    def commit_now(self) -> None:
+        """One committed transaction, now: a point-in-time restore reaches a moment only by replaying a commit
+        after it (infra/backup.py makes one before it archives the last WAL)."""
+        with psycopg.connect(self._superuser_dsn(), autocommit=True) as conn:
+            conn.execute("SELECT pg_current_xact_id()")
+
+    def _wait_primary(self, timeout: float) -> None:
+        """Until recovery (a restore replaying archived WAL) has finished and the server was promoted."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self._superuser_dsn(), connect_timeout=2, autocommit=True) as conn:
+                    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                if row is not None and not row[0]:
+                    return
+            except psycopg.OperationalError:
+                if not (self.data_dir / "postmaster.pid").exists():
+                    raise StackError(f"PostgreSQL stopped during recovery: {self.log_tail()}") from None
+            if time.monotonic() > deadline:
+                raise StackError(f"PostgreSQL on port {self.port} still in recovery after {timeout:.0f} s")
+            time.sleep(0.1)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join((self.data_dir / "server.log").read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no server.log)"
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
