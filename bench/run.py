@@ -61,6 +61,14 @@ def run(parts: Sequence[str], quick: bool, console: Console) -> dict[str, Any]:
 
         console.print("pipeline: outbox → arq → rules → firebase-admin, and latency at 1,000 fixes/s…")
         results["pipeline"] = run_pipeline_bench(quick=quick)
+    if "pgbench" in parts:
+        from bench.pgbench_fix import run_pgbench_bench
+
+        console.print("pgbench: the fix path's transaction on one PostgreSQL primary, single and batched…")
+        quick_sizes = (10_000, 100_000)
+        results["pgbench"] = run_pgbench_bench(
+            sizes=quick_sizes if quick else (10_000, 1_000_000), seconds=8 if quick else 20
+        )
     results["finished"] = datetime.now(UTC).isoformat()
     return results
 
@@ -115,6 +123,8 @@ def print_tables(results: dict[str, Any], console: Console) -> None:
                 " ".join([str(row["non_2xx"]), *(f"({n} x {c})" for c, n in row.get("non_2xx_statuses", {}).items())]),
             )
         console.print(table)
+    if "pgbench" in results:
+        _pgbench_table(results["pgbench"], console)
     if "pipeline" in results:
         _pipeline_tables(results["pipeline"], console)
     if "push" in results:
@@ -148,6 +158,44 @@ def _flap_table(flap: dict[str, Any], console: Console) -> None:
         if old and new:
             for label, key in (("missed", "missed_enters"), ("median delay s", "median_enter_delay_s")):
                 table.add_row(f"{scenario}: {label}", str(old[key]), str(new[key]))
+    console.print(table)
+
+
+def _pgbench_table(pgb: dict[str, Any], console: Console) -> None:
+    disk = pgb["disk"]
+    table = Table(
+        title=f"The fix path's transaction on one PostgreSQL primary (pgbench, {pgb['cores']} cores, fsync and"
+        f" synchronous_commit on; disk: {disk['fdatasync_per_s']:,.0f} fdatasync/s)"
+    )
+    for column in (
+        "devices",
+        "fixes per request",
+        "connections",
+        "fixes/s",
+        "latency ms",
+        "commits/s",
+        "WAL syncs/s",
+        "WAL MB/s",
+        "WAL B/fix",
+        "server CPU us/fix",
+        "stored B/fix",
+    ):
+        table.add_column(column, justify="right")
+    for devices, size in pgb["sizes"].items():
+        for run in size["runs"]:
+            table.add_row(
+                f"{int(devices):,}",
+                str(run["batch"]),
+                str(run["connections"]),
+                f"{run['fixes_per_s']:,.0f}",
+                f"{run['latency_ms']:.2f}",
+                f"{run['commits_per_s']:,.0f}",
+                f"{run['wal_syncs_per_s']:,.0f}",
+                f"{run['wal_mb_per_s']:.1f}",
+                f"{run['wal_bytes_per_fix']:,}",
+                f"{run['server_cpu_us_per_fix']:.0f}",
+                str(run.get("fixes_bytes_per_fix", "")),
+            )
     console.print(table)
 
 

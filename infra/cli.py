@@ -525,7 +525,7 @@ def simulate(
 @app.command()
 def bench(
     only: Annotated[
-        str, typer.Option(help="comma list of flap,engine,http,push,pipeline")
+        str, typer.Option(help="comma list of flap,engine,http,push,pipeline,pgbench (pgbench: not by default)")
     ] = "flap,engine,http,push,pipeline",
     quick: Annotated[bool, typer.Option(help="smaller sizes, shorter runs")] = False,
 ) -> None:
@@ -533,7 +533,7 @@ def bench(
     from bench.run import main as run_bench
 
     parts = [p.strip() for p in only.split(",") if p.strip()]
-    unknown = set(parts) - {"flap", "engine", "http", "push", "pipeline"}
+    unknown = set(parts) - {"flap", "engine", "http", "push", "pipeline", "pgbench"}
     if unknown:
         console.print(f"[red]unknown parts {sorted(unknown)}[/red]")
         raise typer.Exit(2)
