@@ -562,6 +562,7 @@ def _start_fake_fcm(layout: Layout) -> dict[str, str]:
     account = write_service_account(folder / "service-account.json", f"https://127.0.0.1:{port}/token")
     fake = [sys.executable, "-m", "infra.fake_fcm", "--port", str(port), "--cert-dir", str(folder)]
     fake += ["--service-account", str(account)]
+    fake += ["--record", str(folder / "messages.jsonl")]  # what it received, kept across restarts (fault drills)
     holder = [sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))", *fake]
     _ensure(layout, "fake_fcm", port, lambda: _spawn(layout, "fake_fcm", holder))
     _wait("the local FCM server", lambda: port_open("127.0.0.1", port), 20, layout.log_dir / "fake_fcm.log")

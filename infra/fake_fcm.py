@@ -13,7 +13,7 @@ base64url), and a `token` that is one is refused (INVALID_ARGUMENT naming the fi
 A background push (`apns-push-type: background`) must be what APNs accepts: `content-available: 1`, no alert,
 sound or badge, no notification block for FCM to turn into one, and `apns-priority` 5.
 Control API: `GET|DELETE /_fake/messages`, `GET /_fake/stats`. Run: `python -m infra.fake_fcm --port P
---cert-dir DIR [--plain-http] [--service-account FILE] [--latency-ms N]`, or `spawn(...)` from Python.
+--cert-dir DIR [--plain-http] [--service-account FILE] [--latency-ms N] [--record FILE]`, or `spawn(...)` from Python.
 """
 
 from __future__ import annotations
@@ -187,8 +187,13 @@ def _background_problem(message: dict[str, Any]) -> str | None:
 class FakeFcm:
     """The server's state: issued access tokens, tokens already seen, accepted messages and counters."""
 
-    def __init__(self, service_account: Path | None = None, latency_ms: float = 0, keep: int = 10**5) -> None:
+    def __init__(
+        self, service_account: Path | None = None, latency_ms: float = 0, keep: int = 10**5, record: Path | None = None
+    ) -> None:
         self.latency_s = latency_ms / 1000  # FCM answers in tens of ms; at 0 a benchmark measures only CPU
+        # Every accepted message also appended to this file (a JSON line each): what a restart of the server
+        # would forget (the cluster's fault drills restart everything and then count the pushes).
+        self.record = record.open("a", buffering=1) if record is not None else None
         self.access_tokens: dict[str, float] = {}
         self.seen: set[str] = set()
         self.peers: set[tuple[Any, ...]] = set()
@@ -286,6 +291,8 @@ class FakeFcm:
             "http": request.scope.get("http_version"),
         }
         self.messages.append(record)
+        if self.record is not None:
+            self.record.write(json.dumps(record) + "\n")
         return JSONResponse({"name": name})
 
     async def list_messages(self, request: Request) -> Response:
@@ -299,9 +306,10 @@ class FakeFcm:
         return JSONResponse({**self.stats, "stored": len(self.messages), "connections": len(self.peers)})
 
 
-def create_app(service_account: Path | None = None, latency_ms: float = 0) -> Starlette:
-    """The ASGI app; with a service-account file it checks grant signatures and the project id."""
-    fake = FakeFcm(service_account, latency_ms)
+def create_app(service_account: Path | None = None, latency_ms: float = 0, record: Path | None = None) -> Starlette:
+    """The ASGI app; with a service-account file it checks grant signatures and the project id; with `record`
+    every accepted message is appended to that file too."""
+    fake = FakeFcm(service_account, latency_ms, record=record)
     routes = [
         Route("/v1/projects/{project}/messages:send", fake.send, methods=["POST"]),
         Route("/token", fake.token, methods=["POST"]),
@@ -501,6 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plain-http", action="store_true", help="HTTP/1.1 without TLS")
     parser.add_argument("--service-account", type=Path, help="check grants against this file's key")
     parser.add_argument("--latency-ms", type=float, default=0, help="delay every messages:send answer")
+    parser.add_argument("--record", type=Path, help="append every accepted message to this file (JSON lines)")
     opts = parser.parse_args(argv)
     config = Config()
     config.bind, config.accesslog, config.loglevel = [f"{opts.host}:{opts.port}"], None, "WARNING"
@@ -511,7 +520,7 @@ def main(argv: list[str] | None = None) -> None:
         tls = ensure_certificate(opts.cert_dir)
         config.certfile, config.keyfile = str(tls.cert), str(tls.key)
     print(f"fake FCM on {'http' if opts.plain_http else 'https'}://{opts.host}:{opts.port}", flush=True)
-    app = create_app(opts.service_account, opts.latency_ms)
+    app = create_app(opts.service_account, opts.latency_ms, opts.record)
     asyncio.run(serve(app, config, shutdown_trigger=_orphaned))  # type: ignore[arg-type]  # SIGTERM: default
 
 

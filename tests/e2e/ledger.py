@@ -67,6 +67,7 @@ class Attempt:
     answer: Any = None
     retry_after: str | None = None
     error: str = ""
+    started: float = 0.0  # monotonic, when it was sent (the cluster drills measure from it)
 
     @property
     def ok(self) -> bool:
