@@ -472,10 +472,16 @@ def sentinel_master(port: int, password: str, master: str = SCOPE) -> tuple[str,
 # ---- HAProxy ----
 
 
+# HAProxy's answer when no API process is up: the API's own 503 (infra/http.py), Retry-After included.
+API_UNAVAILABLE = json.dumps({"error": "unavailable", "message": "no API process is up; retry shortly"})
+RETRY_AFTER_S = 2  # infra/http.py's RETRY_AFTER_UNAVAILABLE_S
+
+
 def haproxy_config(layout: Layout) -> str:
     """The PostgreSQL leader on one port (Patroni answers `/primary` with 200 on the leader only; sessions to a
     node marked down are cut, so clients reconnect to the new leader), the API processes on another (a connection
-    refused by a stopped API is retried on the other), statistics on a third."""
+    refused by a stopped API is retried on the other; with none up, a 503 with Retry-After), statistics on a
+    third."""
     ports = layout.ports
     pg_servers = "\n".join(
         f"    server n{i + 1} 127.0.0.1:{ports.pg(i)} check port {ports.patroni_rest(i)}" for i in range(PG_NODES)
@@ -512,6 +518,8 @@ listen api
     timeout http-request 30s
     option httpchk GET /health
     default-server inter 1s fall 2 rise 1
+    # No API process up (all restarting): the service's own 503, which says when to come back.
+    http-error status 503 content-type application/json string '{API_UNAVAILABLE}' hdr Retry-After {RETRY_AFTER_S}
 {api_servers}
 
 listen stats

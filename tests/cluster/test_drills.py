@@ -42,6 +42,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -363,11 +364,14 @@ class Row:
 
 
 def without_service(load: Load, since: float) -> tuple[float, dict[str, float]]:
-    """The longest stretch after `since` with no 2xx answer at all, and per kind of request."""
+    """The longest stretch after `since` with no 2xx answer at all (from the last 2xx before it), and per kind of
+    request."""
 
     def longest(kinds: set[str]) -> float:
-        answers = sorted(a.at for c in load.calls if c.kind in kinds for a in c.attempts if a.ok and a.at >= since)
-        return max((b - a for a, b in itertools.pairwise(answers)), default=0.0)
+        answers = sorted(a.at for c in load.calls if c.kind in kinds for a in c.attempts if a.ok)
+        before = [at for at in answers if at < since][-1:]
+        after = [at for at in answers if at >= since]
+        return max((b - a for a, b in itertools.pairwise(before + after)), default=0.0)
 
     kinds = {c.kind for c in load.calls}
     return longest(kinds), {kind: round(longest({kind}), 1) for kind in sorted(kinds)}
@@ -645,19 +649,32 @@ class Outcome:
     without_service: dict[str, float]
 
 
+@dataclass
+class Stage:
+    """What every drill works on: the cluster, its phones, what earlier drills sent, the table."""
+
+    cluster: Cluster
+    scene: Scene
+    history: History
+    table: list[Row]
+
+
+@pytest.fixture(scope="module")
+def stage(cluster: Cluster, scene: Scene, history: History, table: list[Row]) -> Stage:
+    return Stage(cluster, scene, history, table)
+
+
 async def drill(
     name: str,
-    cluster: Cluster,
-    scene: Scene,
-    history: History,
-    table: list[Row],
-    kill: Callable[[], str],
-    restore: Callable[[], str],
+    stage: Stage,
+    kill: Callable[[Cluster], str],
+    restore: Callable[[Cluster], str],
     *,
     repeats: Callable[[float, float], tuple[float, float] | None] = lambda killed, back: None,
 ) -> Outcome:
     """Load, steady acknowledgements, `kill`, service back, more load, settle, read back, `restore`.
     `repeats(killed, back)` is the wall-clock window in which a push first received may arrive twice."""
+    cluster, scene, history, table = stage.cluster, stage.scene, stage.history, stage.table
     wait_for("a healthy topology", lambda: cluster.pg_healthy() and cluster.redis_healthy(), 120)
     since_event = await asyncio.to_thread(max_event_id, cluster)
     load = Load(cluster.api, scene, name.split()[0] + "-" + os.urandom(3).hex())
@@ -665,7 +682,7 @@ async def drill(
     try:
         await load.until_acknowledged(STEADY, since=time.monotonic(), timeout_s=60)
         killed, killed_wall = time.monotonic(), time.time()
-        note = await asyncio.to_thread(kill)
+        note = await asyncio.to_thread(kill, cluster)
         await until_recovered(load, killed)
         back_wall = time.time()
         await asyncio.sleep(AFTER_S)
@@ -682,7 +699,7 @@ async def drill(
         problems += fix_problems
         problems += check_pushes(stored, scene, since_event, history.repeat_ok)
     finally:
-        note += "; " + await asyncio.to_thread(restore)
+        note += "; " + await asyncio.to_thread(restore, cluster)
     gap, per_kind = without_service(load, killed)
     if dump := os.environ.get("PLACECAST_DRILL_DUMP"):  # every attempt, seconds from the kill, for a post-mortem
         await asyncio.to_thread(write_dump, Path(dump), name, load, killed)
@@ -757,17 +774,102 @@ def restore_pg(cluster: Cluster) -> str:
     return f"restarted in {took:.0f} s, healthy {waited:.0f} s later: {roles}"
 
 
-async def test_postgresql_leader_killed(cluster: Cluster, scene: Scene, history: History, table: list[Row]) -> None:
+async def test_postgresql_leader_killed(stage: Stage) -> None:
     outcome = await drill(
         "1 PostgreSQL leader killed",
-        cluster,
-        scene,
-        history,
-        table,
-        lambda: kill_pg_leader(cluster),
-        lambda: restore_pg(cluster),
+        stage,
+        kill_pg_leader,
+        restore_pg,
         # A push FCM accepted while the database went away may have lost its answer: sent again after the lease.
         repeats=lambda killed, back: (killed - 2, back),
     )
     report(outcome, target_s=15)
     assert outcome.row.duplicate_pushes <= 2 * FCM_IN_FLIGHT
+
+
+def kill_redis_master(cluster: Cluster) -> str:
+    port = cluster.redis_master_port()
+    node = next(node for node in cluster.topology["redis"] if node["port"] == port)
+    kill(node["pid"])
+    return f"killed Redis master {node['name']}"
+
+
+def restore_redis(cluster: Cluster) -> str:
+    took = cluster.up()
+    waited = wait_for("the old master back as a replica", cluster.redis_healthy, 120)
+    master = cluster.redis_master_port()
+    name = next(node["name"] for node in cluster.topology["redis"] if node["port"] == master)
+    return f"restarted in {took:.0f} s, replicating {waited:.0f} s later; master now {name}"
+
+
+async def test_redis_master_killed(stage: Stage) -> None:
+    outcome = await drill("2 Redis master killed", stage, kill_redis_master, restore_redis)
+    report(outcome, target_s=10)
+
+
+def kill_process(cluster: Cluster, group: str) -> str:
+    node = cluster.topology[group][0]
+    kill(node["pid"])
+    return f"killed {node['name']} (pid {node['pid']})"
+
+
+def restore_service(cluster: Cluster) -> str:
+    return f"started again in {cluster.up():.0f} s"
+
+
+async def test_api_process_killed(stage: Stage) -> None:
+    outcome = await drill("3 API process killed", stage, partial(kill_process, group="api"), restore_service)
+    # Invisible to a client that retries once: every request acknowledged by its first or second attempt.
+    retried = [c for c in outcome.load.calls if not any(a.ok for a in c.attempts[:2])]
+    outcome.row.note = f"{len(retried)} requests not acknowledged by a second attempt; " + outcome.row.note
+    report(outcome)
+    assert not retried, [story(c) for c in retried[:10]]
+
+
+def kill_worker_mid_batch(cluster: Cluster) -> str:
+    """Worker 1, SIGKILL, while pushes reach the FCM stand-in (the record grew in the last half second)."""
+    record = cluster.root / "fake_fcm" / "messages.jsonl"
+    deadline = time.monotonic() + 30
+    size = record.stat().st_size
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        grown, size = record.stat().st_size > size, record.stat().st_size
+        if grown:
+            break
+    return kill_process(cluster, "workers") + " while pushes were on their way"
+
+
+async def test_worker_killed_mid_batch(stage: Stage) -> None:
+    outcome = await drill(
+        "4 worker killed mid-batch",
+        stage,
+        kill_worker_mid_batch,
+        restore_service,
+        # The pushes on the dead worker's wire: FCM may have them; sent again after the lease (README).
+        repeats=lambda killed, back: (killed - 2, killed + 1),
+    )
+    report(outcome)
+    assert outcome.row.duplicate_pushes <= FCM_IN_FLIGHT
+
+
+async def test_everything_restarted(stage: Stage) -> None:
+    """Stopped (`infra/cluster.sh stop`: the service first, the workers finishing their pushes) and started
+    again under load; then everything acknowledged in every drill is read back, and every push of every drill."""
+    cluster, scene, history = stage.cluster, stage.scene, stage.history
+
+    def restart(cluster: Cluster) -> str:
+        stopped = cluster.stop()
+        return f"stopped in {stopped:.0f} s, started in {cluster.up():.0f} s"
+
+    outcome = await drill("5 everything restarted", stage, restart, lambda _: "nothing to restore")
+    stored = await asyncio.to_thread(settle, cluster, scene)
+    fix_problems, _ = check_fixes(history.loads, stored)
+    everything = fix_problems + check_pushes(stored, scene, 0, history.repeat_ok)
+    enters = building_enters(stored)
+    outcome.row.note += (
+        f"; over all drills: {sum(len(c.fixes) for ld in history.loads for c in ld.calls if c.acknowledged)}"
+        f" fixes acknowledged, {len(enters)} building enters, {sum(stored.pushes.values())} pushes received,"
+        f" outbox {stored.unprocessed_outbox} waiting"
+    )
+    report(outcome)
+    assert not everything, f"{len(everything)} problems over all drills:\n" + "\n".join(everything[:25])
