@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, status
 from fastapi.responses import Response
 
-from admin.qr_api import place_token
+from admin.qr_api import place_token, public_base_url, visitor_app_url
 from geofences.domain import BBox, FenceSpec, PlaceSpec
 from geofences.geojson_io import RefusedFeature, features_to_places, places_to_feature_collection
 from geofences.schemas import (
@@ -192,13 +192,15 @@ async def delete_place(place_id: IdPath, principal: PrincipalDep, uow: UowDep, r
 
 @router.post("/places/{place_id}/qr-token")
 async def issue_qr_token(
-    place_id: IdPath, principal: PrincipalDep, uow: UowDep, settings: SettingsDep
+    place_id: IdPath, principal: PrincipalDep, uow: UowDep, settings: SettingsDep, request: Request
 ) -> dict[str, Any]:
-    """A signed token to print as a QR code at the door: checking in with it needs no location."""
+    """A signed token to print as a QR code at the door: checking in with it needs no location. `url` is what the
+    printed code holds (the visitor web app's check-in page for it)."""
     principal.require(Role.editor)
     await place_service.get_place(uow, organisation_id=principal.organisation_id, place_id=place_id)
     token, ttl_s = await place_token(uow, settings, principal.organisation_id, place_id)
-    return {"place_id": place_id, "token": token, "expires_in_s": ttl_s}
+    url = visitor_app_url(public_base_url(settings, request), token)
+    return {"place_id": place_id, "token": token, "expires_in_s": ttl_s, "url": url}
 
 
 @router.post("/import/geojson", response_model=ImportSummary)

@@ -1,16 +1,21 @@
 """Printable QR codes for check-in at a place's door: an SVG holding a place-bound token signed with the
-organisation's own QR key (rotated at POST /admin/v1/organisation/qr-key/rotate, which voids printed codes)."""
+organisation's own QR key (rotated at POST /admin/v1/organisation/qr-key/rotate, which voids printed codes).
+
+The code is the URL of the visitor web app, `<public base URL>/app/c/<token>`: any phone's camera opens it, and
+the app enrols, checks in and shows the place. A native app reads the token from the URL's last segment (or asks
+for the raw token: POST /admin/v1/places/{id}/qr-token)."""
 
 from __future__ import annotations
 
 import io
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 import segno
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from infra.deps import IdPath, PrincipalDep, SettingsDep, UowDep
+from infra.proxy import is_https
 from infra.settings import Settings
 from kernel.uow import UnitOfWork
 from services import places as place_service
@@ -20,9 +25,17 @@ from services.models import Role
 router = APIRouter(prefix="/admin/v1", tags=["admin: places"])
 
 
-def checkin_uri(place_id: int, token: str) -> str:
-    """What the app reads from the code; the names match the body of POST /v1/checkins."""
-    return "placecast://checkin?" + urlencode({"place_id": place_id, "qr_token": token})
+def public_base_url(settings: Settings, request: Request) -> str:
+    """Where visitors reach this service: the setting, else the address (and scheme) the admin reached it at."""
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    scheme = "https" if is_https(request) else "http"
+    return f"{scheme}://{request.url.netloc}"
+
+
+def visitor_app_url(base_url: str, token: str) -> str:
+    """What a printed code holds: the visitor app's check-in page for the token."""
+    return f"{base_url}/app/c/{quote(token, safe='')}"
 
 
 async def place_token(uow: UnitOfWork, settings: Settings, organisation_id: int, place_id: int) -> tuple[str, int]:
@@ -35,13 +48,16 @@ async def place_token(uow: UnitOfWork, settings: Settings, organisation_id: int,
 
 
 @router.get("/places/{place_id}/qr.svg", response_class=Response)
-async def place_qr_svg(place_id: IdPath, principal: PrincipalDep, uow: UowDep, settings: SettingsDep) -> Response:
-    """An SVG QR code to print at the door; checking in with it needs no location. Valid qr_token_ttl_days."""
+async def place_qr_svg(
+    place_id: IdPath, principal: PrincipalDep, uow: UowDep, settings: SettingsDep, request: Request
+) -> Response:
+    """An SVG QR code to print at the door, holding the visitor app's URL `<public base URL>/app/c/<token>`:
+    scanning it opens the app, which checks in with it (no location needed). Valid qr_token_ttl_days."""
     # The code is a credential for checking in, so the same role as POST .../qr-token issues it.
     principal.require(Role.editor)
     place = await place_service.get_place(uow, organisation_id=principal.organisation_id, place_id=place_id)
     token, _ = await place_token(uow, settings, principal.organisation_id, place_id)
-    uri = checkin_uri(place_id, token)
+    uri = visitor_app_url(public_base_url(settings, request), token)
     out = io.BytesIO()
     # A white background: the print must scan on any paper and any page colour; <desc> repeats the payload.
     segno.make(uri, error="m").save(out, kind="svg", scale=8, border=4, light="#fff", title=place.spec.name, desc=uri)

@@ -348,3 +348,36 @@ async def place_fence_within(session: AsyncSession, place_id: int, lon: float, l
         {"p": place_id, "lon": lon, "lat": lat, "allow": allowance_m},
     )
     return near.first() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PublicPlace:
+    """What a visitor of the place may see of it (no fences, no tuning, no properties)."""
+
+    id: int
+    name: str
+    kind: str
+    address: str | None
+    timezone: str
+    opening_hours: str | None
+
+
+async def public_place(session: AsyncSession, organisation_id: int, place_id: int) -> PublicPlace | None:
+    """The place as its visitors see it, or None when the organisation has no such place."""
+    found = await session.execute(
+        text(
+            "SELECT id, name, kind, address, timezone, opening_hours FROM places WHERE id = :p AND organisation_id = :o"
+        ),
+        {"p": place_id, "o": organisation_id},
+    )
+    row = found.first()
+    if row is None:
+        return None
+    return PublicPlace(int(row.id), row.name, row.kind, row.address, row.timezone, row.opening_hours)
+
+
+async def place_organisation(session: AsyncSession, place_id: int) -> int | None:
+    """The organisation a place belongs to (None: no such place); only for checking a QR token of the place."""
+    found = await session.execute(text("SELECT organisation_id FROM places WHERE id = :p"), {"p": place_id})
+    organisation_id = found.scalar_one_or_none()
+    return None if organisation_id is None else int(organisation_id)

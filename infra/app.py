@@ -28,6 +28,7 @@ ERROR_ANSWERS = {
     r"^POST /v1/devices$": {409},  # an external_id registered already
     r"^POST /v1/(fixes|fixes/batch|checkins|checkouts|owntracks)$|^\w+ /v1/osmand$": {404},  # an erased device
     r"^POST /v1/checkins$": {403},  # no proof of presence
+    r"^POST /v1/devices/enrol-by-qr$": {403},  # not a valid QR token of any place
     r"^(GET|POST) /v1/tasks": {403},  # staff devices only
     r"^POST /v1/tasks/\{task_id\}/(acknowledge|complete)$": {409},  # not in a state that allows it
     r"^(POST /v1/owntracks|\w+ /v1/osmand)$": {400},  # a message the client protocol cannot turn into a fix
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from mobile_api.api import router as mobile_router
     from mobile_api.clients_api import router as clients_router
     from mobile_api.inbox_api import router as inbox_router
+    from mobile_api.visitor_api import router as visitor_router
+    from mobile_api.webapp import mount_visitor_app
 
     app.include_router(places_router)
     app.include_router(content_router)
@@ -87,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(mobile_router)
     app.include_router(clients_router)
     app.include_router(inbox_router)
+    app.include_router(visitor_router)
+    mount_visitor_app(app)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

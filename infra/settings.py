@@ -200,6 +200,9 @@ class Settings(BaseSettings):
     late_fix_after_s: int = Field(default=600, ge=0)
     checkin_max_accuracy_m: float = 150.0
     qr_token_ttl_days: int = 365
+    # Where visitors reach this service: a printed QR code opens <public_base_url>/app/c/<token>, the visitor web
+    # app. None: the address the admin reached the API at (behind a proxy, set it: e.g. https://placecast.example).
+    public_base_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
 
     # Push through FCM (firebase-admin). Without a service-account file, `placecast up` runs a local
     # FCM-compatible server (infra/fake_fcm.py) so the demo shows pushes arriving.

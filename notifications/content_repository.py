@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifications.models import ContentItem, StaffTask
@@ -39,6 +39,27 @@ async def list_content(session: AsyncSession, organisation_id: int, place_id: in
     if place_id is not None:
         stmt = stmt.where(ContentItem.place_id == place_id)
     return list((await session.execute(stmt.order_by(ContentItem.id))).scalars())
+
+
+async def content_on_show(
+    session: AsyncSession, organisation_id: int, place_id: int, place_kind: str
+) -> list[ContentItem]:
+    """Active, non-silent content for visitors of a place (attached to it or to its kind) that needs no audience
+    tag, newest first; the caller applies the schedule."""
+    stmt = (
+        select(ContentItem)
+        .where(
+            ContentItem.organisation_id == organisation_id,
+            or_(ContentItem.place_id == place_id, ContentItem.place_kind == place_kind),
+            ContentItem.active.is_(True),
+            ContentItem.silent.is_(False),
+            or_(ContentItem.audience_role.is_(None), ContentItem.audience_role == "visitor"),
+            ContentItem.audience_tags == [],
+        )
+        .order_by(ContentItem.id.desc())
+        .limit(50)
+    )
+    return list((await session.execute(stmt)).scalars())
 
 
 async def delete_content(session: AsyncSession, organisation_id: int, content_id: int) -> bool:

@@ -235,6 +235,28 @@ def evaluate(
     return decisions
 
 
+def open_now(opening_hours: str | None, now: datetime, place_timezone: str) -> Literal["open", "closed", "unknown"]:
+    """Whether the place is open at `now` by its OSM `opening_hours`, as told to its visitors: "unknown" when it
+    has none, they say so, or they cannot be read."""
+    if opening_hours is None or not opening_hours.strip():
+        return "unknown"
+    local = now.astimezone(_zone(place_timezone, "place_timezone")).replace(tzinfo=None)
+    state = _open_state(opening_hours, local)
+    return state if state in ("open", "closed") else "unknown"
+
+
+def on_show(rule: ContentRule, now: datetime, place_timezone: str, opening_hours: str | None) -> bool:
+    """Whether the content belongs on the place's page for its visitors at `now`: active, within its schedule
+    (validity, days, hours at the place) and, if it asks for it, while the place is open. The per-device rules
+    (audience, consent, frequency) decide pushes only; the page is the place's public notice board."""
+    if not rule.active:
+        return False
+    place_local = _require_aware(now, "now").astimezone(_zone(place_timezone, "place_timezone"))
+    if _schedule_refusal(rule, place_local) is not None:
+        return False
+    return not rule.only_when_open or _open_state(opening_hours, place_local.replace(tzinfo=None)) == "open"
+
+
 def local_day_start(now: datetime, tz: str) -> datetime:
     """The UTC instant at which the local day containing `now` began in `tz`."""
     _require_aware(now, "now")

@@ -144,7 +144,7 @@ async def test_rotation_voids_printed_codes_and_is_audited(app, client, world: W
 
     refused = await _check_in(client, device, world.place_id, before)
     assert refused.status_code == 403 and "rotation" in refused.json()["message"]
-    token_in_svg = svg_uri_before.split("qr_token=")[1].split("<")[0].split("&")[0]
+    token_in_svg = svg_uri_before.split("/app/c/")[1].split("<")[0]
     assert (await _check_in(client, device, world.place_id, token_in_svg)).status_code == 403
     after = await _printed(client, world)
     assert (await _check_in(client, device, world.place_id, after)).status_code == 201

@@ -29,6 +29,7 @@ from infra.stack import free_port, start_api
 from tests.e2e.ui_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    Offline,
     api_json,
     drag,
     draw_polygon,
@@ -42,7 +43,7 @@ from tests.e2e.ui_helpers import (
 if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
     pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 EXTRACT = Path(__file__).resolve().parents[1] / "data" / "osm" / "helsinki-centre.osm.pbf"
 OODI = "Helsingin keskustakirjasto Oodi"
@@ -90,21 +91,6 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
     yield chromium
     chromium.close()
-
-
-class Offline:
-    """Abort every request that is not to our server, and remember it."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.elsewhere: list[str] = []
-
-    def __call__(self, route: Route) -> None:
-        if route.request.url.startswith(self.base_url + "/") or route.request.url.startswith("data:"):
-            route.continue_()
-        else:
-            self.elsewhere.append(route.request.url)
-            route.abort()
 
 
 def new_context(browser: Browser, base_url: str, offline: Offline) -> BrowserContext:

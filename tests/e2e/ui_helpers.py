@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Page
+from playwright.sync_api import Page, Route
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -114,3 +114,18 @@ def api_json(page: Page, method: str, path: str, data: Any = None) -> tuple[int,
     except Exception:
         body = response.text()
     return response.status, body
+
+
+class Offline:
+    """Abort every request that is not to our server, and remember it."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.elsewhere: list[str] = []
+
+    def __call__(self, route: Route) -> None:
+        if route.request.url.startswith(self.base_url + "/") or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            self.elsewhere.append(route.request.url)
+            route.abort()
