@@ -133,7 +133,7 @@ async def test_client_worker_limits_and_pubsub_through_sentinel(sentinels, senti
 async def test_the_client_follows_a_failover(sentinels, sentinel_settings):
     from redis.asyncio import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import ReadOnlyError
+    from redis.exceptions import ReadOnlyError, ResponseError
 
     from infra.container import connect_redis
 
@@ -143,7 +143,16 @@ async def test_the_client_follows_a_failover(sentinels, sentinel_settings):
         await redis.set("placecast:before", "1")
         before = sentinel_master(sentinel_ports[0], PASSWORD)
         async with Redis(host="127.0.0.1", port=sentinel_ports[0], password=PASSWORD) as sentinel:
-            await sentinel.execute_command("SENTINEL", "FAILOVER", "placecast")
+            # A Sentinel promotes only a replica it has seen in sync (its INFO polled, the link up): on a loaded
+            # machine that takes a few seconds after start, and until then it answers NOGOODSLAVE. Wait for it.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    await sentinel.execute_command("SENTINEL", "FAILOVER", "placecast")
+                    break
+                except ResponseError as error:
+                    assert "NOGOODSLAVE" in str(error) and time.monotonic() < deadline, error
+                    await asyncio.sleep(0.5)
         deadline = time.monotonic() + 30
         while sentinel_master(sentinel_ports[0], PASSWORD) == before:
             assert time.monotonic() < deadline, "no failover"
