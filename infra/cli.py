@@ -142,6 +142,22 @@ def seed_demo() -> None:
     if not password_file.exists():
         _demo_admin(summary["organisation_id"], password_file)
     console.print(f"demo data: {summary['created']} places created, {summary['updated']} updated")
+    _demo_visitor_link(get_settings())
+
+
+def _demo_visitor_link(settings: Settings) -> None:
+    """var/demo-visitor-link: the visitor app's link a printed code at Oodi's door holds (what a phone's camera
+    opens), written fresh on every start so it never outlives the organisation's QR key."""
+    from admin.qr_api import visitor_app_url
+    from infra.demo import visitor_token
+
+    secret, ttl_s = settings.secret_key.get_secret_value(), settings.qr_token_ttl_days * 86400
+    token = _with_session(lambda factory: visitor_token(factory, secret=secret, ttl_s=ttl_s))
+    if token is None:
+        return
+    base = (settings.public_base_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
+    link = settings.var_dir / "demo-visitor-link"
+    link.write_text(visitor_app_url(base, token) + "\n")
 
 
 DEMO_ADMIN = "admin@demo.placecast"
@@ -654,6 +670,9 @@ def up(
     admin_file = settings.var_dir / "demo-admin-password"
     if admin_file.exists():
         console.print(f"  admin UI   {base}/admin   (log in as {DEMO_ADMIN}, password in {admin_file})")
+    visitor_link = settings.var_dir / "demo-visitor-link"
+    if visitor_link.exists():
+        console.print(f"  visitor    {visitor_link.read_text().strip()}   (Oodi's door QR code: the visitor app)")
     console.print(
         "  simulate   .venv/bin/placecast simulate  (a visitor walks into Oodi; a worker to the fire station)"
     )

@@ -12,6 +12,7 @@ from geofences.osm_import import DEFAULT_PUBLIC_TAGS, read_osm_places
 from infra.settings import PROJECT_ROOT
 from kernel.uow import unit_of_work
 from notifications.models import ContentItem, StaffTask
+from services.checkins import issue_qr_token
 from services.models import Role
 from services.orgs import create_api_key, get_or_create_organisation
 from services.places import upsert_places
@@ -99,3 +100,17 @@ async def seed_demo(
         "api_key": api_key,
         "enrolment_key": enrolment_key,
     }
+
+
+DEMO_VISITOR_PLACE = "Helsingin keskustakirjasto Oodi"
+
+
+async def visitor_token(factory: async_sessionmaker[AsyncSession], *, secret: str, ttl_s: int) -> str | None:
+    """The QR token a printed code at Oodi's door holds (signed with the demo organisation's own QR key), so the demo
+    can print the visitor app's link; None when the demo has no Oodi."""
+    async with unit_of_work(factory) as uow:
+        organisation_id = await get_or_create_organisation(uow.session, name="Helsinki demo", slug=DEMO_SLUG)
+        place_id = await _place_id(uow.session, organisation_id, DEMO_VISITOR_PLACE)
+        if place_id is None:
+            return None
+        return await issue_qr_token(uow, secret=secret, organisation_id=organisation_id, place_id=place_id, ttl_s=ttl_s)

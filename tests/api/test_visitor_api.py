@@ -124,3 +124,23 @@ async def test_the_public_page_shows_content_on_show_and_only_to_its_organisatio
     assert stranger.status_code == 404
     native = await register(client, world)
     assert (await client.get(f"/v1/places/{world.place_id}/public", headers=native)).status_code == 200
+
+
+async def test_the_demo_prints_oodis_visitor_link_and_it_checks_a_visitor_in(client, settings) -> None:
+    import asyncio
+    from urllib.parse import unquote
+
+    from typer.testing import CliRunner
+
+    from infra.cli import app as cli
+
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["seed-demo"])  # the CLI runs its own event loop
+    assert result.exit_code == 0, result.output
+    link = (settings.var_dir / "demo-visitor-link").read_text().strip()
+    assert "/app/c/" in link
+    token = unquote(link.rsplit("/app/c/", 1)[1])
+    enrolled = await client.post("/v1/devices/enrol-by-qr", json={"qr_token": token})
+    assert enrolled.status_code == 201, enrolled.text
+    device = {"Authorization": f"Bearer {enrolled.json()['credential']}"}
+    place = await client.get(f"/v1/places/{enrolled.json()['place_id']}/public", headers=device)
+    assert place.status_code == 200 and place.json()["name"] == "Helsingin keskustakirjasto Oodi"
