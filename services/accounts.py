@@ -107,11 +107,19 @@ async def set_password(session: AsyncSession, *, user_id: int, password: str) ->
     await repository.set_password_hash(session, user_id, password_hash)
 
 
+def _is_text(value: str) -> bool:
+    return "\x00" not in value and not any("\ud800" <= char <= "\udfff" for char in value)
+
+
 async def authenticate(session: AsyncSession, email: str, password: str) -> int | None:
-    """The user id when the password is right and the account active; None otherwise (never says which)."""
-    row = await repository.credentials(session, normalise_email(email))
+    """The user id when the password is right and the account active; None otherwise (never says which).
+
+    An email or password that is not valid Unicode text (NUL, a lone surrogate from a JSON escape) belongs to no
+    account: wrong credentials like any other, not a database error."""
+    readable = _is_text(email) and _is_text(password)
+    row = await repository.credentials(session, normalise_email(email)) if readable else None
     if row is None:
-        await asyncio.to_thread(_hasher.verify, password, _dummy_hash())
+        await asyncio.to_thread(_hasher.verify, password if readable else "", _dummy_hash())
         return None
     try:
         valid, new_hash = await asyncio.to_thread(_hasher.verify_and_update, password, row.password_hash)
